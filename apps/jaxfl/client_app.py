@@ -1,0 +1,110 @@
+"""ClientApp: train and evaluate the global model on this SuperNode's partition.
+
+Each call reads its settings from the run config (shared by all nodes), the node config (this
+node's partition and, optionally, its own dataset) and the message (the run's number of
+partitions, chosen by the ServerApp). Bad settings or data become one error line in the reply.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from logging import ERROR
+from pathlib import Path
+
+import psutil
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.common.logger import log
+
+from . import runtime, training
+from .data import DataError, Partition, load_partition
+from .model import ModelMismatchError, from_named_arrays, to_named_arrays
+from .settings import ConfigError, NodeSettings, RunSettings, check_partition
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one call needs, resolved and validated before any work starts."""
+
+    run: RunSettings
+    node: NodeSettings
+    num_partitions: int
+    data: Partition
+    data_cached: bool
+    data_seconds: float
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return _reply_or_error(msg, context, _train)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return _reply_or_error(msg, context, _evaluate)
+
+
+def _train(msg: Message, job: Job) -> RecordDict:
+    params, loss, accuracy, count = training.train(
+        _global_params(msg),
+        job.data.x_train,
+        job.data.y_train,
+        learning_rate=job.run.learning_rate,
+        batch_size=job.run.batch_size,
+        epochs=job.run.local_epochs,
+    )
+    arrays = ArrayRecord({name: Array(value) for name, value in to_named_arrays(params).items()})
+    metrics = MetricRecord({"train_loss": loss, "train_acc": accuracy, "num-examples": count})
+    return RecordDict({"arrays": arrays, "metrics": metrics})
+
+
+def _evaluate(msg: Message, job: Job) -> RecordDict:
+    loss, accuracy, count = training.evaluate(
+        _global_params(msg), job.data.x_test, job.data.y_test, batch_size=job.run.batch_size
+    )
+    return RecordDict({"metrics": MetricRecord({"eval_loss": loss, "eval_acc": accuracy, "num-examples": count})})
+
+
+def _global_params(msg: Message) -> dict:
+    return from_named_arrays({name: array.numpy() for name, array in msg.content["arrays"].items()})
+
+
+def _reply_or_error(msg: Message, context: Context, work) -> Message:
+    try:
+        job = _prepare(msg, context)
+        started = time.perf_counter()
+        content = work(msg, job)
+    except (ConfigError, DataError, ModelMismatchError, training.DataTooSmallError) as err:
+        log(ERROR, "%s", err)
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(err)), reply_to=msg)
+    # Who answered and where the time went: the ServerApp records this per round (metrics.json).
+    content["node"] = ConfigRecord(
+        {
+            "partition-id": job.node.partition_id,
+            "num-partitions": job.num_partitions,
+            "device": runtime.device_report(),
+            "data-cached": job.data_cached,
+            "data-s": job.data_seconds,
+            "work-s": time.perf_counter() - started,
+            "call-s": time.time() - psutil.Process().create_time(),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _prepare(msg: Message, context: Context) -> Job:
+    run = RunSettings.parse(context.run_config)
+    node = NodeSettings.parse(context.node_config)
+    num_partitions = node.num_partitions or int(msg.content["config"].get("num-partitions", 0))
+    if num_partitions < 1:
+        raise ConfigError("the run did not say how many partitions it uses: set --node-config 'num-partitions=N'")
+    check_partition(node.partition_id, num_partitions)
+    cache_dir = Path(node.cache_dir).expanduser() if node.cache_dir else runtime.default_cache_dir()
+    runtime.use_compilation_cache(cache_dir)
+    started = time.perf_counter()
+    data, cached = load_partition(node.dataset or run.dataset, node.partition_id, num_partitions, cache_dir, run.seed)
+    return Job(run, node, num_partitions, data, cached, time.perf_counter() - started)

@@ -1,0 +1,80 @@
+"""ServerApp: FedAvg over the connected SuperNodes, results written under <output-dir>/run-<id>/."""
+
+from __future__ import annotations
+
+import time
+from logging import ERROR, INFO
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from .model import init_params, to_named_arrays
+from .results import write_metrics, write_model, write_plot
+from .settings import ConfigError, RunSettings
+from .strategy import RecordedFedAvg
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    try:
+        settings = RunSettings.parse(context.run_config)
+    except ConfigError as err:
+        log(ERROR, "Bad run config: %s", err)
+        raise ConfigError(str(err)) from None  # fails the run; `flwr ls` shows this line as the reason
+    out_dir = Path(settings.output_dir) / f"run-{context.run_id}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Every node must agree on how the dataset is split: decide once, send with every message.
+    connected = _wait_for_nodes(grid, settings.min_nodes)
+    num_partitions = settings.num_partitions or connected
+    log(INFO, "%d SuperNodes connected; the dataset is split into %d partitions", connected, num_partitions)
+
+    summary = {"run_id": context.run_id, "run_config": dict(context.run_config), "num_partitions": num_partitions}
+    summary["rounds"] = []
+
+    def on_round_end(record: dict) -> None:
+        summary["rounds"].append(record)
+        write_metrics(out_dir, summary)
+        log(INFO, "Round %d took %.1f s; metrics in %s", record["round"], record["wall_s"], out_dir / "metrics.json")
+
+    strategy = RecordedFedAvg(
+        on_round_end=on_round_end,
+        fraction_train=settings.fraction_train,
+        fraction_evaluate=settings.fraction_evaluate,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=settings.min_nodes,
+    )
+    initial = ArrayRecord({name: Array(value) for name, value in to_named_arrays(init_params(settings.seed)).items()})
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=settings.num_server_rounds,
+        train_config=ConfigRecord({"num-partitions": num_partitions}),
+        evaluate_config=ConfigRecord({"num-partitions": num_partitions}),
+    )
+
+    trained = any(r.get("train", {}).get("results") for r in summary["rounds"])
+    if not trained:
+        write_metrics(out_dir, summary)
+        raise RuntimeError(f"no SuperNode returned a trained model: see the errors in {out_dir / 'metrics.json'}")
+    print(f"\nSaving final model to {write_model(out_dir, {k: a.numpy() for k, a in result.arrays.items()})}")
+    write_plot(out_dir, summary["rounds"])
+    summary["completed"] = True
+    write_metrics(out_dir, summary)
+    log(INFO, "Results in %s: final_model.npz, metrics.json, metrics.png", out_dir)
+
+
+def _wait_for_nodes(grid: Grid, minimum: int) -> int:
+    """Block until `minimum` SuperNodes are connected (logging every 10 s); returns how many are."""
+    waited = 0
+    while len(nodes := list(grid.get_node_ids())) < minimum:
+        if waited % 10 == 0:
+            log(INFO, "Waiting for SuperNodes: %d of %d connected", len(nodes), minimum)
+        time.sleep(1)
+        waited += 1
+    return len(nodes)

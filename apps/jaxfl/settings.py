@@ -1,0 +1,110 @@
+"""Run config and node config, validated: every bad value becomes one line naming the key and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad run-config or node-config value; the message is one line that says how to fix it."""
+
+
+def _number(config: Mapping[str, Any], key: str, kind: type, low: float, high: float | None, where: str):
+    """Read `key` as `kind` (int or float) within [low, high]; numeric strings are accepted."""
+    if key not in config:
+        raise ConfigError(f"{where} is missing '{key}': {_how_to_set(key, where)}")
+    value = config[key]
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = kind(value)
+        if kind is int and float(value) != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{where} '{key}' must be {noun}, got {value!r}: {_how_to_set(key, where)}") from None
+    if number < low or (high is not None and number > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{where} '{key}' must be {bounds}, got {value!r}: {_how_to_set(key, where)}")
+    return number
+
+
+def _how_to_set(key: str, where: str) -> str:
+    if where == "node config":
+        return f"start the SuperNode with --node-config '{key}=...'"
+    return f"set it in [tool.flwr.app.config] or pass --run-config '{key}=...'"
+
+
+def _text(config: Mapping[str, Any], key: str, where: str) -> str:
+    value = config.get(key, "")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} '{key}' must be a non-empty string, got {value!r}: {_how_to_set(key, where)}")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The App's run config (pyproject.toml [tool.flwr.app.config], overridable with --run-config)."""
+
+    num_server_rounds: int
+    learning_rate: float
+    batch_size: int
+    local_epochs: int
+    fraction_train: float
+    fraction_evaluate: float
+    min_nodes: int
+    num_partitions: int  # 0: one partition per SuperNode connected when the run starts
+    dataset: str
+    output_dir: str
+    seed: int
+
+    @classmethod
+    def parse(cls, run_config: Mapping[str, Any]) -> RunSettings:
+        where = "run config"
+        return cls(
+            num_server_rounds=_number(run_config, "num-server-rounds", int, 1, None, where),
+            learning_rate=_number(run_config, "learning-rate", float, 1e-12, None, where),
+            batch_size=_number(run_config, "batch-size", int, 1, None, where),
+            local_epochs=_number(run_config, "local-epochs", int, 1, None, where),
+            fraction_train=_number(run_config, "fraction-train", float, 0.0, 1.0, where),
+            fraction_evaluate=_number(run_config, "fraction-evaluate", float, 0.0, 1.0, where),
+            min_nodes=_number(run_config, "min-nodes", int, 1, None, where),
+            num_partitions=_number(run_config, "num-partitions", int, 0, None, where),
+            dataset=_text(run_config, "dataset", where),
+            output_dir=_text(run_config, "output-dir", where),
+            seed=_number(run_config, "seed", int, 0, None, where),
+        )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a SuperNode says about itself (--node-config): its partition and, optionally, its own data."""
+
+    partition_id: int
+    num_partitions: int | None  # None: use the number the ServerApp chose for this run
+    dataset: str | None  # None: use the run config's dataset
+    cache_dir: str | None
+
+    @classmethod
+    def parse(cls, node_config: Mapping[str, Any]) -> NodeSettings:
+        where = "node config"
+        return cls(
+            partition_id=_number(node_config, "partition-id", int, 0, None, where),
+            num_partitions=(
+                _number(node_config, "num-partitions", int, 1, None, where) if "num-partitions" in node_config else None
+            ),
+            dataset=_text(node_config, "dataset", where) if "dataset" in node_config else None,
+            cache_dir=_text(node_config, "cache-dir", where) if "cache-dir" in node_config else None,
+        )
+
+
+def check_partition(partition_id: int, num_partitions: int) -> None:
+    """A partition id must name one of the run's partitions."""
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(
+            f"partition-id {partition_id} is outside [0, {num_partitions}) for this run: start the SuperNode with "
+            f"a partition-id below {num_partitions}, or raise num-partitions (--run-config 'num-partitions=N' "
+            "or --node-config 'num-partitions=N')"
+        )

@@ -1,0 +1,57 @@
+"""FedAvg that also records each round: who replied, who failed and why, and how long it took.
+
+Flower's FedAvg logs "Received N results and M failures" but keeps no record of it; the stack's
+tests, benchmarks and operators need it on disk (metrics.json), so this subclass notes it on the
+way through and hands everything else to FedAvg unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from flwr.app import Message
+from flwr.serverapp.strategy import FedAvg
+
+
+class RecordedFedAvg(FedAvg):
+    def __init__(self, *, on_round_end: Callable[[dict], None], **fedavg_args) -> None:
+        super().__init__(**fedavg_args)
+        self.rounds: list[dict] = []
+        self._on_round_end = on_round_end
+        self._round_started = 0.0
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self._round_started = time.perf_counter()
+        self.rounds.append({"round": server_round})
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        self.rounds[-1]["train"] = _summary(replies, metrics)
+        return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        metrics = super().aggregate_evaluate(server_round, replies)
+        record = self.rounds[-1]
+        record["evaluate"] = _summary(replies, metrics)
+        record["wall_s"] = round(time.perf_counter() - self._round_started, 3)
+        self._on_round_end(record)
+        return metrics
+
+
+def _summary(replies: list[Message], metrics) -> dict:
+    ok = [reply for reply in replies if not reply.has_error()]
+    failed = [reply for reply in replies if reply.has_error()]
+    return {
+        "results": len(ok),
+        "failures": len(failed),
+        "metrics": dict(metrics or {}),
+        "nodes": [
+            {"node_id": reply.metadata.src_node_id, **dict(reply.content.config_records.get("node", {}))}
+            for reply in ok
+        ],
+        "errors": [{"node_id": reply.metadata.src_node_id, "reason": reply.error.reason} for reply in failed],
+    }

@@ -1,0 +1,28 @@
+"""Container entrypoint of the SuperExec (ServerApp executor): check TLS, then exec flower-superexec.
+
+Environment: SUPERLINK_RUNTIME (host:port, default superlink:9093), FJS_CA_CERT (default
+/certs/ca.crt), FJS_CONNECT_TIMEOUT (seconds, default 120). Extra arguments go to flower-superexec.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from preflight import PreflightError, wait_for_tls
+
+
+def main() -> None:
+    address = os.environ.get("SUPERLINK_RUNTIME", "superlink:9093")
+    ca_cert = Path(os.environ.get("FJS_CA_CERT", "/certs/ca.crt"))
+    try:
+        wait_for_tls(address, ca_cert, float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
+    except (PreflightError, ValueError) as err:
+        sys.exit(f"superexec: error: {err}")
+    argv = ["flower-superexec", "--runtime-api-address", address, "--root-certificates", str(ca_cert), *sys.argv[1:]]
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()
