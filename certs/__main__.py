@@ -71,8 +71,8 @@ def _init(args) -> int:
     if args.days < 1:
         raise ValueError("--days must be at least 1")
     tls.generate(args.out, args.san, args.days, force=args.force)
-    if args.chown:
-        files.chown(list(targets.values()), args.chown)
+    if args.chown:  # what the services read; the CA key stays with the operator
+        files.chown([p for key, p in targets.items() if key != "ca_key"], args.chown)
     server = tls.load_cert(targets["server_cert"])
     print(f"certs: wrote {', '.join(p.name for p in targets.values())} to {args.out}")
     print(f"certs: SANs {', '.join(tls.san_names(server))}; valid until {server.not_valid_after_utc:%Y-%m-%d}")

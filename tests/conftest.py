@@ -15,3 +15,39 @@ def offline_mnist(tmp_path_factory) -> Path:
     from apps.fjs.offline_mnist import build
 
     return build(tmp_path_factory.mktemp("data") / "mnist-offline.parquet")
+
+
+def run_metrics(outputs: Path, run_id: int) -> dict:
+    import json
+
+    return json.loads((outputs / f"run-{run_id}" / "metrics.json").read_text())
+
+
+def assert_round_counts(metrics: dict, rounds: int, results: int, failures: int = 0) -> None:
+    """Every round's train and evaluate stage aggregated `results` replies and `failures` errors."""
+    assert [r["round"] for r in metrics["rounds"]] == list(range(1, rounds + 1))
+    for record in metrics["rounds"]:
+        for stage in ("train", "evaluate"):
+            got = (record[stage]["results"], record[stage]["failures"])
+            assert got == (results, failures), f"round {record['round']} {stage}: {got} {record[stage]['errors']}"
+
+
+def docker_available() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("docker"):
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    return probe.returncode == 0 and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """Docker tests run wherever an engine is; in CI (CI=true) a missing engine is a failure, not a skip."""
+    import os
+
+    if not docker_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but no Docker engine with Compose v2: .ci/run must start one")
+        pytest.skip("no Docker engine with Compose v2 here (CI runs these tests)")

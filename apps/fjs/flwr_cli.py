@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 class FlwrError(RuntimeError):
     pass
+
+
+def flower_command(name: str) -> str:
+    """A Flower entry point from this interpreter's environment (venv not activated), else from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
 @dataclass
@@ -30,7 +38,7 @@ class FlwrCli:
         if self.flwr_home is not None:
             env["FLWR_HOME"] = str(self.flwr_home)
         done = subprocess.run(
-            ["flwr", *args], cwd=self.app_dir, env=env, capture_output=True, text=True, timeout=timeout
+            [flower_command("flwr"), *args], cwd=self.app_dir, env=env, capture_output=True, text=True, timeout=timeout
         )
         if done.returncode != 0:
             raise FlwrError(f"flwr {' '.join(args)} failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")

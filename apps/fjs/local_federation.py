@@ -1,8 +1,9 @@
 """A whole TLS federation as local processes (no Docker): SuperLink, SuperExec and N SuperNodes.
 
-Same shape as the containers: the SuperLink runs with `--isolation process` and SQLite state, one
-SuperExec runs the ServerApp, each SuperNode runs its own ClientApp (`--isolation subprocess`) on
-its own Runtime API port and partition id. Everything lives under one folder:
+Same shape as the containers, and the same entrypoints (docker/entrypoints/): the SuperLink runs
+with `--isolation process` and SQLite state, one SuperExec runs the ServerApp, each SuperNode runs
+its own ClientApp (`--isolation subprocess`) on its own Runtime API port and partition id.
+Everything lives under one folder:
 
     <root>/certs/       CA + SuperLink certificate (made on first start)
     <root>/state/       superlink.db
@@ -15,7 +16,6 @@ its own Runtime API port and partition id. Everything lives under one folder:
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +27,9 @@ from pathlib import Path
 from certs import tls
 
 from .connection import ConnectionProblem, probe, write_connection
+from .flwr_cli import flower_command
+
+ENTRYPOINTS = Path(__file__).resolve().parents[2] / "docker" / "entrypoints"
 
 
 def free_ports(count: int) -> list[int]:
@@ -38,12 +41,6 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
-
-
-def _command(name: str) -> str:
-    """The Flower entry point from this interpreter's environment, else from PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
 @dataclass
@@ -78,7 +75,7 @@ class LocalFederation:
         if not (self.certs / "ca.crt").exists():
             tls.generate(self.certs, sans=[])
         self._spawn("superlink", "state", [
-            _command("flower-superlink"),
+            flower_command("flower-superlink"),
             "--ssl-ca-certfile", str(self.certs / "ca.crt"),
             "--ssl-certfile", str(self.certs / "server.pem"),
             "--ssl-keyfile", str(self.certs / "server.key"),
@@ -89,28 +86,32 @@ class LocalFederation:
             "--disable-runtime-dependency-installation",
         ])  # fmt: skip
         self.wait_for_superlink()
-        self._spawn("superexec", "serverapp", [
-            _command("flower-superexec"),
-            "--runtime-api-address", self.control_address,
-            "--root-certificates", str(self.certs / "ca.crt"),
-        ])  # fmt: skip
+        self._spawn(
+            "superexec",
+            "serverapp",
+            [sys.executable, str(ENTRYPOINTS / "superexec.py")],
+            {"SUPERLINK_RUNTIME": self.control_address, "FJS_CA_CERT": str(self.certs / "ca.crt")},
+        )
         for index in range(self.nodes):
             self.start_node(index)
         write_connection(self.control_address, self.certs / "ca.crt", flwr_home=self.flwr_home)
         return self
 
-    def start_node(self, index: int, ca_cert: Path | None = None) -> subprocess.Popen:
-        node_config = f"partition-id={index}"
+    def start_node(self, index: int, ca_cert: Path | None = None, **env: str) -> subprocess.Popen:
+        """SuperNode `index` (its partition id); `env` sets the entrypoint's variables (NUM_PARTITIONS, ...)."""
+        settings = {
+            "PARTITION_ID": str(index),
+            "SUPERLINK": f"127.0.0.1:{self.fleet_port}",
+            "FJS_CA_CERT": str(ca_cert or self.certs / "ca.crt"),
+            "RUNTIME_PORT": str(self.node_port + index),
+            "FJS_CACHE_DIR": str(self.root / "nodes" / "cache"),
+            "FJS_CONNECT_TIMEOUT": "30",
+        }
         if self.dataset:
-            node_config += f' dataset="{Path(self.dataset).expanduser().resolve()}"'
-        return self._spawn(f"supernode-{index}", f"nodes/{index}", [
-            _command("flower-supernode"),
-            "--superlink", f"127.0.0.1:{self.fleet_port}",
-            "--root-certificates", str(ca_cert or self.certs / "ca.crt"),
-            "--node-config", node_config,
-            "--isolation", "subprocess",
-            "--host", "127.0.0.1", "--port", str(self.node_port + index),
-        ])  # fmt: skip
+            settings["DATASET"] = str(Path(self.dataset).expanduser().resolve())
+        return self._spawn(
+            f"supernode-{index}", f"nodes/{index}", [sys.executable, str(ENTRYPOINTS / "supernode.py")], settings | env
+        )
 
     def stop_node(self, index: int, kill: bool = False) -> None:
         process = self.processes.pop(f"supernode-{index}")
@@ -146,11 +147,13 @@ class LocalFederation:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _spawn(self, name: str, workdir: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, workdir: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         cwd = self.root / workdir
         cwd.mkdir(parents=True, exist_ok=True)
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", **self.extra_env)
+        # The entrypoints exec Flower's commands by name: find them beside this interpreter first.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "PATH": path, "FLWR_TELEMETRY_ENABLED": "0", **self.extra_env, **(env or {})}
         with self.log(name).open("ab") as log:
             process = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

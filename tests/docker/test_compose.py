@@ -1,0 +1,66 @@
+"""The product's main job, for real: images built, `docker compose up --scale supernode=N`, and
+`flwr run . remote-federation` from the host over TLS, on the offline MNIST subset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from apps.fjs.connection import write_connection
+from apps.fjs.flwr_cli import FlwrCli
+from tests.conftest import assert_round_counts, run_metrics
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def _partition_ids_in_logs(logs: str) -> list[int]:
+    return sorted(int(m) for m in re.findall(r"supernode: partition-id=(\d+) \(from Docker DNS name", logs))
+
+
+def _run(cli: FlwrCli, nodes: int, rounds: int = 2) -> int:
+    run_id = cli.start_run(f"num-server-rounds={rounds} min-nodes={nodes} fraction-train=1.0 fraction-evaluate=1.0")
+    info = cli.wait(run_id, timeout=900)
+    assert info["status"] == "finished:completed", cli.logs(run_id)[-3000:]
+    return run_id
+
+
+def test_compose_federation_scales_from_three_to_five_nodes(stack_factory, tmp_path):
+    stack = stack_factory("fjs-e2e")
+    stack.up(3)
+    certs, outputs = Path(stack.env["FJS_CERTS_DIR"]), Path(stack.env["FJS_OUTPUTS_DIR"])
+    assert (certs / "ca.crt").is_file() and (certs / "server.key").stat().st_mode & 0o777 == 0o600
+    write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=tmp_path)
+    cli = FlwrCli(flwr_home=tmp_path)
+    cli.wait_for_nodes(3, timeout=180)
+
+    # Three replicas, three partitions, told apart by nothing but their replica index.
+    run_id = _run(cli, nodes=3)
+    metrics = run_metrics(outputs, run_id)
+    assert metrics["num_partitions"] == 3
+    assert_round_counts(metrics, rounds=2, results=3)
+    for record in metrics["rounds"]:
+        assert sorted(n["partition-id"] for n in record["train"]["nodes"]) == [0, 1, 2]
+    assert _partition_ids_in_logs(stack.logs("supernode")) == [0, 1, 2]
+    out = outputs / f"run-{run_id}"
+    assert {p.name for p in out.iterdir()} >= {"final_model.npz", "metrics.json", "metrics.png"}
+
+    # Scale the running federation to 5: two more replicas join, the next run uses 5 partitions.
+    stack.up(5, "--no-recreate")
+    cli.wait_for_nodes(5, timeout=180)
+    run_id = _run(cli, nodes=5)
+    metrics = run_metrics(outputs, run_id)
+    assert metrics["num_partitions"] == 5
+    assert_round_counts(metrics, rounds=2, results=5)
+    for record in metrics["rounds"]:
+        assert sorted(n["partition-id"] for n in record["train"]["nodes"]) == [0, 1, 2, 3, 4]
+    assert _partition_ids_in_logs(stack.logs("supernode")) == [0, 1, 2, 3, 4]
+
+    # Every long-running container runs as the non-root service user on a read-only root filesystem.
+    for service in ("superlink", "superexec", "supernode"):
+        for name in stack.service_containers(service):
+            details = stack.inspect(name)
+            assert details["Config"]["User"] == "flwr" and details["HostConfig"]["ReadonlyRootfs"], name
+    stack.down()
+    assert stack.containers() == [], "docker compose down leaves nothing behind"

@@ -1,0 +1,78 @@
+"""A real federation of processes: SuperLink, SuperExec, 3 SuperNodes, TLS on every link, real JAX
+training on the offline MNIST subset, driven by the real `flwr` CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.fjs.flwr_cli import FlwrCli
+from apps.fjs.local_federation import LocalFederation, free_ports
+from certs import tls
+from tests.conftest import assert_round_counts, run_metrics
+
+from ..unit.test_model import SEED_SHAPES
+
+pytestmark = pytest.mark.slow
+EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0 min-nodes=3"
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, offline_mnist):
+    fleet, control, node = free_ports(3)
+    root = tmp_path_factory.mktemp("federation")
+    with LocalFederation(root, 3, str(offline_mnist), fleet, control, node) as running:
+        cli = FlwrCli(flwr_home=running.flwr_home)
+        cli.wait_for_nodes(3, timeout=120)
+        yield running, cli
+
+
+def test_two_rounds_with_three_nodes_train_a_model(federation):
+    running, cli = federation
+    run_id = cli.start_run(f"num-server-rounds=2 {EVERY_NODE}")
+    info = cli.wait(run_id, timeout=600)
+    assert info["status"] == "finished:completed", cli.logs(run_id)[-3000:]
+
+    metrics = run_metrics(running.outputs, run_id)
+    assert metrics["num_partitions"] == 3
+    assert_round_counts(metrics, rounds=2, results=3)
+    accuracy = [r["evaluate"]["metrics"]["eval_acc"] for r in metrics["rounds"]]
+    assert accuracy[1] > accuracy[0], accuracy
+    for record in metrics["rounds"]:
+        assert sorted(n["partition-id"] for n in record["train"]["nodes"]) == [0, 1, 2]
+    assert metrics["rounds"][1]["train"]["nodes"][0]["data-cached"] is True, "round 2 reads the node cache"
+
+    out = running.outputs / f"run-{run_id}"
+    with np.load(out / "final_model.npz") as model:
+        assert {name: model[name].shape for name in model.files} == SEED_SHAPES
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "aggregate_train: Received 3 results and 0 failures" in cli.logs(run_id)
+
+
+def test_a_partition_id_out_of_range_is_one_error_line_in_the_reply(federation):
+    running, cli = federation
+    run_id = cli.start_run(f"num-server-rounds=1 num-partitions=2 {EVERY_NODE}")
+    assert cli.wait(run_id, timeout=600)["status"] == "finished:completed"
+    [record] = run_metrics(running.outputs, run_id)["rounds"]
+    assert (record["train"]["results"], record["train"]["failures"]) == (2, 1)
+    [error] = record["train"]["errors"]
+    assert error["reason"].startswith("partition-id 2 is outside [0, 2) for this run")
+    assert "\n" not in error["reason"]
+
+
+def test_a_bad_run_config_fails_the_run_with_a_clear_line(federation):
+    _, cli = federation
+    run_id = cli.start_run("learning-rate='abc' min-nodes=3")
+    info = cli.wait(run_id, timeout=300)
+    assert info["status"] == "finished:failed"
+    assert "run config 'learning-rate' must be a number, got 'abc'" in cli.logs(run_id)
+
+
+def test_a_supernode_with_the_wrong_ca_is_refused_with_a_clear_message(federation, tmp_path):
+    running, _ = federation
+    tls.generate(tmp_path, [])
+    process = running.start_node(7, ca_cert=tmp_path / "ca.crt")
+    assert process.wait(timeout=60) != 0
+    log = running.log("supernode-7").read_text()
+    assert "supernode: error: the server at 127.0.0.1:" in log
+    assert "does not accept" in log and "use the CA that signed the SuperLink's certificate" in log
