@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -43,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--run", action="store_true", help="start one run, wait for it, print results, stop")
     up.add_argument("--run-config", default="", help="overrides for --run, e.g. 'num-server-rounds=2'")
     up.set_defaults(handler=_local_up)
+
+    demo = commands.add_parser("demo", help="the main job: compose up N SuperNodes, connect, train, show results")
+    demo.add_argument("--nodes", type=int, default=10)
+    demo.add_argument("--run-config", default="", help="overrides, e.g. 'num-server-rounds=3'")
+    demo.add_argument("--offline", action="store_true", help="train on the offline MNIST subset (no internet)")
+    demo.add_argument("--cpu", action="store_true", help="build the CPU-only SuperNode image (no CUDA wheels)")
+    demo.set_defaults(handler=_demo)
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(required=True, metavar="ACTION")
@@ -91,9 +99,34 @@ def _local_up(args: argparse.Namespace) -> None:
         federation.stop()
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .compose_stack import REPO, ComposeStack
+    from .flwr_cli import FlwrCli
+    from .offline_mnist import DEFAULT_PATH
+
+    env = {"FJS_NODE_VARIANT": "cpu"} if args.cpu else {}
+    files = ["compose.yaml"]
+    if args.offline:
+        files.append("compose.offline.yaml")
+        if not (REPO / DEFAULT_PATH).exists():
+            _mnist_offline(argparse.Namespace(out=REPO / DEFAULT_PATH))
+    stack = ComposeStack(files=tuple(files), env=env)
+    print(f"fjs: docker compose up -d --build --scale supernode={args.nodes} (first build: several minutes)")
+    stack.up(args.nodes, "--build")
+    control = f"127.0.0.1:{os.environ.get('FJS_CONTROL_PORT', '9093')}"
+    _connect(argparse.Namespace(address=control, ca=REPO / "certs" / "ca.crt", name=DEFAULT_NAME, flwr_home=None,
+                                no_probe=False))
+    cli = FlwrCli()
+    cli.wait_for_nodes(args.nodes, timeout=300)
+    print(f"fjs: {args.nodes} SuperNodes connected; watch with `docker compose logs -f` or `flwr log RUN_ID`")
+    _run_once(cli, f"min-nodes={args.nodes} {args.run_config}".strip(), REPO / "outputs")
+    print("fjs: the federation keeps running; `docker compose down` stops it")
+
+
 def _run_once(cli, run_config: str, outputs: Path) -> None:
     run_id = cli.start_run(run_config)
-    print(f"fjs: started run {run_id}; waiting for it to finish")
+    print(f"fjs: started run {run_id}")
+    cli.stream_logs(run_id)
     info = cli.wait(run_id)
     print(f"fjs: run {run_id} {info['status']}; results in {outputs / f'run-{run_id}'}")
     if info["status"] != "finished:completed":

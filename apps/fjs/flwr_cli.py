@@ -33,12 +33,16 @@ class FlwrCli:
     flwr_home: Path | None = None  # None: the user's own (~/.flwr or $FLWR_HOME)
     app_dir: Path = REPO
 
-    def _call(self, *args: str, timeout: float = 120) -> str:
+    def _env(self) -> dict[str, str]:
         env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
         if self.flwr_home is not None:
             env["FLWR_HOME"] = str(self.flwr_home)
+        return env
+
+    def _call(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(
-            [flower_command("flwr"), *args], cwd=self.app_dir, env=env, capture_output=True, text=True, timeout=timeout
+            [flower_command("flwr"), *args], cwd=self.app_dir, env=self._env(), capture_output=True, text=True,
+            timeout=timeout,
         )
         if done.returncode != 0:
             raise FlwrError(f"flwr {' '.join(args)} failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
@@ -70,6 +74,11 @@ class FlwrCli:
                 return info
             time.sleep(poll)
         raise FlwrError(f"run {run_id} did not finish within {timeout:.0f} s")
+
+    def stream_logs(self, run_id: int, timeout: float = 3600) -> None:
+        """Print the run's log as it happens (to this process's stdout) until the run ends."""
+        argv = [flower_command("flwr"), "log", str(run_id), self.connection, "--stream"]
+        subprocess.run(argv, cwd=self.app_dir, env=self._env(), timeout=timeout, check=False)
 
     def logs(self, run_id: int) -> str:
         return self._call("log", str(run_id), self.connection, "--show")
