@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--if-absent", action="store_true", help="keep existing slots, create the missing ones")
     keys.add_argument("--chown", metavar="UID:GID")
     keys.set_defaults(handler=_node_keys)
+
+    secret = commands.add_parser("k8s-secret", help="in a Kubernetes Job: create the SuperLink TLS Secret if absent")
+    secret.add_argument("--name", default="superlink-tls")
+    secret.add_argument("--namespace", help="default: the pod's own namespace")
+    secret.add_argument("--san", action="append", default=[], help="extra host name or IP")
+    secret.set_defaults(handler=_k8s_secret)
     return parser
 
 
@@ -117,6 +123,14 @@ def _node_keys(args) -> int:
     kept = args.count - len(created)
     print(f"certs: node keys for slots {args.start}..{args.start + args.count - 1} in {args.dir / node_keys.FOLDER}: "
           f"{len(created)} created, {kept} kept")
+    return 0
+
+
+def _k8s_secret(args) -> int:
+    from .k8s_secret import ensure_secret
+
+    outcome = ensure_secret(args.name, args.san, args.namespace)
+    print(f"certs: Secret {args.name}: {outcome}")
     return 0
 
 

@@ -1,18 +1,44 @@
-"""SuperLink healthcheck: GET https://127.0.0.1:<port>/health, verifying the certificate with the CA.
+"""Container health probes that mean something, for compose healthchecks and Kubernetes exec probes.
 
-Healthy means the SuperLink serves its HTTPS API with the certificate clients will see, not merely
-that a process is alive. Usage: python3 healthcheck.py [PORT] [CA_CERT]
+    healthcheck.py https://127.0.0.1:9093/health /certs/ca.crt   SuperLink serves HTTPS with the cert clients verify
+    healthcheck.py http://127.0.0.1:9094/health                  a SuperNode's own Runtime API answers (loopback)
+    healthcheck.py tls://superlink:9092 /certs/ca.crt            the peer accepts a TLS handshake our CA trusts
+    healthcheck.py grpc://127.0.0.1:8081                         Flower's gRPC health service answers (loopback)
+
+Exit 0 when healthy; otherwise a one-line reason (shown by `docker inspect` / `kubectl describe`).
 """
 
 import ssl
 import sys
 import urllib.request
+from pathlib import Path
 
-port = sys.argv[1] if len(sys.argv) > 1 else "9093"
-ca_cert = sys.argv[2] if len(sys.argv) > 2 else "/certs/ca.crt"
-try:
-    context = ssl.create_default_context(cafile=ca_cert)
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=context, timeout=3) as response:
-        sys.exit(0 if response.status == 200 else 1)
-except Exception as err:  # any failure means unhealthy; say why in `docker inspect`
-    sys.exit(f"unhealthy: {err}")
+
+def check(url: str, ca_cert: str | None) -> None:
+    scheme, _, rest = url.partition("://")
+    if scheme in ("http", "https"):
+        context = ssl.create_default_context(cafile=ca_cert) if scheme == "https" else None
+        with urllib.request.urlopen(url, context=context, timeout=3) as response:
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
+    elif scheme == "tls":
+        from preflight import wait_for_tls
+
+        wait_for_tls(rest, Path(ca_cert or "/certs/ca.crt"), timeout=0)
+    elif scheme == "grpc":
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(rest) as channel:  # loopback only: the health server is in this pod
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                raise RuntimeError(f"gRPC health status {reply.status}")
+    else:
+        raise ValueError(f"unknown probe {url}")
+
+
+if __name__ == "__main__":
+    try:
+        check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    except Exception as err:  # any failure means unhealthy; say why
+        sys.exit(f"unhealthy: {err}")

@@ -1,0 +1,104 @@
+"""What can be proven about the manifests without a cluster: schema-valid, and built to the
+stack's production rules."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from tests.k8s.manifests import K8S, find, load, pod_spec, workloads
+
+BASE = load()
+GPU = load(K8S / "gpu")
+KUBERNETES_VERSION = "1.34.0"
+
+
+@pytest.mark.parametrize("document", BASE + GPU, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_manifest_validates_against_the_official_schema(document):
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_plain_apply_no_kustomization_in_the_folder():
+    assert not (K8S / "kustomization.yaml").exists()
+    namespaced = [d for d in BASE if d["kind"] != "Namespace"]
+    assert {d["metadata"]["namespace"] for d in namespaced + GPU} == {"flower-jax-stack"}
+    assert BASE[0]["kind"] == "Namespace", "the namespace is applied first"
+
+
+@pytest.mark.parametrize("workload", workloads(BASE + GPU), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_containers_are_restricted_with_resources(workload):
+    spec = pod_spec(workload)
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and "memory" in container["resources"]["limits"]
+        assert "--insecure" not in " ".join(container.get("command", []) + container.get("args", []))
+
+
+@pytest.mark.parametrize("workload", [w for w in workloads(BASE + GPU) if w["kind"] != "Job"], ids=lambda d: d["metadata"]["name"])
+def test_long_running_containers_have_meaningful_probes_and_mount_the_tls_secret(workload):
+    spec = pod_spec(workload)
+    [container] = spec["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:2] == ["python3", "/opt/fjs/healthcheck.py"], probe
+    secrets = [v for v in spec["volumes"] if "secret" in v]
+    assert [v["secret"]["secretName"] for v in secrets] == ["superlink-tls"]
+    mounted = {m["name"] for m in container["volumeMounts"]}
+    assert secrets[0]["name"] in mounted
+
+
+def test_superlink_keeps_state_on_a_claim_and_serves_tls():
+    superlink = find(BASE, "Deployment", "superlink")
+    args = pod_spec(superlink)["containers"][0]["args"]
+    assert "--ssl-certfile=/certs/server.pem" in args and "--isolation=process" in args
+    assert "--database=/home/flwr/state/superlink.db" in args
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec(superlink)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["superlink-state"] and superlink["spec"]["strategy"]["type"] == "Recreate"
+    service = find(BASE, "Service", "superlink")
+    assert {p["port"] for p in service["spec"]["ports"]} == {9092, 9093}
+
+
+@pytest.mark.parametrize("statefulset", [find(BASE, "StatefulSet", "supernode"), find(GPU, "StatefulSet", "supernode")])
+def test_supernodes_take_their_partition_from_the_pod_ordinal(statefulset):
+    env = {e["name"]: e for e in pod_spec(statefulset)["containers"][0]["env"]}
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert "PARTITION_ID" not in env and "NUM_PARTITIONS" not in env, "scaling needs no other edit"
+
+
+def test_gpu_variant_requests_gpus_and_the_base_does_not():
+    base = pod_spec(find(BASE, "StatefulSet", "supernode"))["containers"][0]["resources"]
+    gpu = pod_spec(find(GPU, "StatefulSet", "supernode"))["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in base["limits"] and gpu["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_only_supernodes_reach_the_fleet_api_and_everything_else_is_denied():
+    deny = find(BASE, "NetworkPolicy", "default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {} and deny["spec"]["policyTypes"] == ["Ingress"]
+    policy = find(BASE, "NetworkPolicy", "superlink-ingress")
+    fleet, control = policy["spec"]["ingress"]
+    assert fleet["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "supernode"
+    assert [p["port"] for p in fleet["ports"]] == [9092] and [p["port"] for p in control["ports"]] == [9093]
+
+
+def test_certificate_secret_is_made_in_cluster_by_a_narrow_role():
+    role = find(BASE, "Role", "certs-init")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["superlink-tls"], "verbs": ["get"]},
+    ]
+    job = find(BASE, "Job", "certs-init")
+    assert pod_spec(job)["serviceAccountName"] == "certs-init"
+    assert pod_spec(job)["containers"][0]["command"][:4] == ["python3", "-m", "certs", "k8s-secret"]
+
+
+def test_every_object_carries_the_recommended_labels():
+    for document in BASE + GPU:
+        labels = document["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "flower-jax-stack", document["metadata"]["name"]
+    for workload in workloads(BASE + GPU):
+        template = workload["spec"]["template"]["metadata"]["labels"]
+        assert {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/version"} <= set(template)
