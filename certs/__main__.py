@@ -1,18 +1,26 @@
-"""python -m certs {init,show,verify,node-keys}: errors are one line on stderr, never a traceback."""
+"""python -m certs {init,show,verify,node-keys,k8s-secret}: errors are one line on stderr, never a traceback.
+
+Exit codes: 0 done, 1 `verify` found problems, 2 usage error or refusal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
+import os
 import sys
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
 
 from . import files, node_keys, tls
 
 HERE = Path(__file__).resolve().parent
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as our one line (subcommand parsers inherit this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"certs: error: {message}: see `{self.prog} --help`\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,22 +28,45 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(args.handler(args))
     except (tls.CertError, OSError, ValueError) as err:
-        print(f"certs: error: {err}", file=sys.stderr)
+        print(f"certs: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 
+def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and err.filename:  # e.g. a read-only or foreign-owned folder
+        return f"{err.strerror}: {err.filename}: check that path and its permissions"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _owner(text: str) -> tuple[int, int]:
+    try:
+        return files.owner(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m certs", description="Certificates and keys for the stack.")
+    parser = _Parser(prog="python -m certs", description="Certificates and keys for the stack.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="create the CA and the SuperLink certificate")
     init.add_argument("--out", type=Path, default=HERE, help="folder for the files (default: certs/)")
-    init.add_argument("--san", action="append", default=[], help="extra host name or IP (repeat, or comma-separate)")
-    init.add_argument("--days", type=int, default=825, help="server certificate validity (the CA gets >= 10 years)")
+    init.add_argument("--san", action="append", default=[],
+                      help="extra host name or IP (repeat, or comma-separate); also $CERTS_EXTRA_SANS")
+    init.add_argument("--days", type=_at_least(1), default=825, help="server certificate validity (the CA gets >= 10 years)")
     mode = init.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="replace existing certificates")
     mode.add_argument("--if-absent", action="store_true", help="keep existing certificates and exit 0")
-    init.add_argument("--chown", metavar="UID:GID", help="hand the files to this owner (root one-shot containers)")
+    init.add_argument("--chown", metavar="UID:GID", type=_owner, help="hand the files to this owner (root one-shot containers)")
     init.set_defaults(handler=_init)
 
     show = commands.add_parser("show", help="print what the certificates and node keys say")
@@ -48,14 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_verify)
 
     keys = commands.add_parser("node-keys", help="SuperNode authentication key pairs, one per node slot")
-    keys.add_argument("--dir", type=Path, default=HERE)
-    keys.add_argument("--count", type=int, required=True)
-    keys.add_argument("--start", type=int, default=0, help="first slot (= partition id)")
+    keys.add_argument("--dir", type=Path, default=HERE, help="keys go to DIR/node-keys/ (default: certs/)")
+    keys.add_argument("--count", type=_at_least(1), required=True)
+    keys.add_argument("--start", type=_at_least(0), default=0, help="first slot (= partition id)")
     mode = keys.add_mutually_exclusive_group()
-    mode.add_argument("--force", action="store_true")
+    mode.add_argument("--force", action="store_true", help="replace existing slots")
     mode.add_argument("--if-absent", action="store_true", help="keep existing slots, create the missing ones")
-    keys.add_argument("--chown", metavar="UID:GID")
+    keys.add_argument("--chown", metavar="UID:GID", type=_owner, help="hand the key files to this owner")
     keys.set_defaults(handler=_node_keys)
+
+    register = commands.add_parser("register", help="register the node-keys/*.pub with a SuperLink (node auth)")
+    register.add_argument("--dir", type=Path, default=HERE)
+    register.add_argument("--address", default="superlink:9093", help="SuperLink Control API host:port")
+    register.add_argument("--ca", type=Path, help="CA certificate (default: DIR/ca.crt)")
+    register.set_defaults(handler=_register)
 
     secret = commands.add_parser("k8s-secret", help="in a Kubernetes Job: create the SuperLink TLS Secret if absent")
     secret.add_argument("--name", default="superlink-tls")
@@ -68,39 +105,39 @@ def _parser() -> argparse.ArgumentParser:
 def _init(args) -> int:
     targets = tls.paths(args.out)
     present = [p for p in targets.values() if p.exists()]
-    if args.if_absent and present:
+    if args.if_absent and present:  # compose's one-shot service: create on first `up`, never overwrite
         missing = [p.name for p in targets.values() if not p.exists()]
         if missing:
-            raise tls.CertError(f"{args.out} has only part of the certificates (missing {', '.join(missing)}): --force regenerates")
+            raise tls.CertError(f"{args.out} has only part of the certificates (missing {', '.join(missing)}): "
+                                "--force regenerates all four")
         print(f"certs: kept existing certificates in {args.out}")
         return 0
-    if args.days < 1:
-        raise ValueError("--days must be at least 1")
     tls.generate(args.out, args.san, args.days, force=args.force)
-    if args.chown:  # what the services read; the CA key stays with the operator
-        files.chown([p for key, p in targets.items() if key != "ca_key"], args.chown)
-    server = tls.load_cert(targets["server_cert"])
-    print(f"certs: wrote {', '.join(p.name for p in targets.values())} to {args.out}")
-    print(f"certs: SANs {', '.join(tls.san_names(server))}; valid until {server.not_valid_after_utc:%Y-%m-%d}")
+    if args.chown:  # what the services read; the CA key stays with the operator (root in the init container)
+        files.chown([path for key, path in targets.items() if key != "ca_key"], args.chown)
+    ca, server = tls.load_cert(targets["ca_cert"]), tls.load_cert(targets["server_cert"])
+    print(f"certs: wrote ca.crt, ca.key, server.pem, server.key to {args.out} (keys 0600)")
+    print(f"certs: SANs {', '.join(tls.san_names(server))}")
+    print(f"certs: server.pem valid until {server.not_valid_after_utc:%Y-%m-%d}, ca.crt until {ca.not_valid_after_utc:%Y-%m-%d}")
     return 0
 
 
 def _show(args) -> int:
     now = dt.datetime.now(dt.timezone.utc)
-    for path in (tls.paths(args.dir)["ca_cert"], tls.paths(args.dir)["server_cert"]):
+    for name in ("ca_cert", "server_cert"):
+        path = tls.paths(args.dir)[name]
         cert = tls.load_cert(path)
-        fingerprint = cert.fingerprint(cert.signature_hash_algorithm.__class__()).hex()
-        state = "EXPIRED" if now > cert.not_valid_after_utc else "valid"
-        print(f"{path.name}: subject {cert.subject.rfc4514_string()}, issuer {cert.issuer.rfc4514_string()}")
-        print(f"  {state} {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}; "
-              f"fingerprint {fingerprint[:32]}...")
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        state = "EXPIRED" if now > end else "not yet valid" if now < start else "valid"
+        print(path.name)
+        print(f"  subject CN  {tls.common_name(cert.subject)}")
+        print(f"  issuer CN   {tls.common_name(cert.issuer)}")
         if sans := tls.san_names(cert):
-            print(f"  SANs: {', '.join(sans)}")
+            print(f"  SANs        {', '.join(sans)}")
+        print(f"  validity    {start.isoformat()} .. {end.isoformat()} ({state})")
+        print(f"  SHA-256     {tls.fingerprint(cert)}")
     for public in node_keys.public_keys(args.dir):
-        blob = serialization.load_ssh_public_key(public.read_bytes()).public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        print(f"{public.relative_to(args.dir)}: sha256 {hashlib.sha256(blob).hexdigest()[:32]}...")
+        print(f"{public.relative_to(args.dir)}  {node_keys.fingerprint(public)}")
     return 0
 
 
@@ -109,20 +146,32 @@ def _verify(args) -> int:
     for problem in problems:
         print(f"certs: error: {problem}", file=sys.stderr)
     if not problems:
-        hosts = f" for {', '.join(args.host)}" if args.host else ""
-        print(f"certs: OK: server.pem is signed by ca.crt, in date{hosts}")
+        hosts = f", covers {', '.join(args.host)}" if args.host else ""
+        key = "server.key matches" if os.access(tls.paths(args.dir)["server_key"], os.R_OK) else "server.key not readable here"
+        print(f"certs: OK: server.pem is signed by ca.crt, both in date, {key}{hosts}")
     return 1 if problems else 0
 
 
 def _node_keys(args) -> int:
-    if args.count < 1 or args.start < 0:
-        raise ValueError("--count must be >= 1 and --start >= 0")
     created = node_keys.generate(args.dir, args.start, args.count, if_absent=args.if_absent, force=args.force)
     if args.chown:
-        files.chown(created, args.chown)
-    kept = args.count - len(created)
-    print(f"certs: node keys for slots {args.start}..{args.start + args.count - 1} in {args.dir / node_keys.FOLDER}: "
-          f"{len(created)} created, {kept} kept")
+        files.chown([p for key in created for p in (key, key.with_suffix(".pub"))], args.chown)
+    slots = range(args.start, args.start + args.count)
+    made = [int(p.stem.split("-")[1]) for p in created]
+    kept = [slot for slot in slots if slot not in made]
+    print(f"certs: node keys in {args.dir / node_keys.FOLDER}: created slots {', '.join(map(str, made)) or 'none'}; "
+          f"kept {', '.join(map(str, kept)) or 'none'}")
+    return 0
+
+
+def _register(args) -> int:
+    from .register import register_keys
+
+    keys = node_keys.public_keys(args.dir)
+    if not keys:
+        raise tls.CertError(f"no node-keys/node-*.pub in {args.dir}: create them with `python -m certs node-keys`")
+    added, known = register_keys(keys, args.address, args.ca or args.dir / "ca.crt")
+    print(f"certs: registered {len(added)} node keys at {args.address} ({len(known)} were already registered)")
     return 0
 
 

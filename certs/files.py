@@ -34,7 +34,7 @@ def owner(text: str) -> tuple[int, int]:
     try:
         return int(uid), int(gid or uid)
     except ValueError:
-        raise ValueError(f"--chown wants numeric UID:GID, got {text!r}: e.g. --chown 10001:10001") from None
+        raise ValueError(f"expected numeric UID:GID such as 10001:10001, got {text!r}") from None
 
 
 def chown(paths: list[Path], ids: tuple[int, int]) -> None:

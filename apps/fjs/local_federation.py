@@ -5,7 +5,7 @@ with `--isolation process` and SQLite state, one SuperExec runs the ServerApp, e
 its own ClientApp (`--isolation subprocess`) on its own Runtime API port and partition id.
 Everything lives under one folder:
 
-    <root>/certs/       CA + SuperLink certificate (made on first start)
+    <root>/certs/       CA + SuperLink certificate, node-keys/ (made on first start)
     <root>/state/       superlink.db
     <root>/serverapp/   the SuperExec's working dir: outputs/run-<id>/ lands here
     <root>/nodes/<i>/   each SuperNode's working dir (its JAX and partition caches)
@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certs import tls
+from certs import node_keys, tls
+from certs.register import register_keys
 
 from .connection import ConnectionProblem, probe, write_connection
 from .flwr_cli import flower_command
@@ -74,6 +75,7 @@ class LocalFederation:
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.certs / "ca.crt").exists():
             tls.generate(self.certs, sans=[])
+        node_keys.generate(self.certs, 0, self.nodes, if_absent=True)
         self._spawn("superlink", "state", [
             flower_command("flower-superlink"),
             "--ssl-ca-certfile", str(self.certs / "ca.crt"),
@@ -84,8 +86,10 @@ class LocalFederation:
             "--host", "127.0.0.1", "--port", str(self.control_port),
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
             "--disable-runtime-dependency-installation",
+            "--enable-supernode-auth",
         ])  # fmt: skip
         self.wait_for_superlink()
+        self.register(range(self.nodes))
         self._spawn(
             "superexec",
             "serverapp",
@@ -97,8 +101,14 @@ class LocalFederation:
         write_connection(self.control_address, self.certs / "ca.crt", flwr_home=self.flwr_home)
         return self
 
+    def register(self, slots) -> None:
+        """The operator's step: register these slots' public keys with the SuperLink."""
+        register_keys([node_keys.key_paths(self.certs, slot)[1] for slot in slots], self.control_address, self.certs / "ca.crt")
+
     def start_node(self, index: int, ca_cert: Path | None = None, **env: str) -> subprocess.Popen:
-        """SuperNode `index` (its partition id); `env` sets the entrypoint's variables (NUM_PARTITIONS, ...)."""
+        """SuperNode `index` (its partition id, and its key slot: made here if missing, but registered only by
+        `register`); `env` sets the entrypoint's variables (NUM_PARTITIONS, ...)."""
+        node_keys.generate(self.certs, index, 1, if_absent=True)
         settings = {
             "PARTITION_ID": str(index),
             "SUPERLINK": f"127.0.0.1:{self.fleet_port}",
@@ -106,6 +116,8 @@ class LocalFederation:
             "RUNTIME_PORT": str(self.node_port + index),
             "FJS_CACHE_DIR": str(self.root / "nodes" / "cache"),
             "FJS_CONNECT_TIMEOUT": "30",
+            "FJS_NODE_KEYS": str(self.certs / node_keys.FOLDER),
+            "FJS_RUNTIME_TLS_DIR": str(self.root / "nodes" / str(index) / "runtime-tls"),
         }
         if self.dataset:
             settings["DATASET"] = str(Path(self.dataset).expanduser().resolve())

@@ -1,11 +1,13 @@
-"""Container entrypoint of a SuperNode: find its partition id, check TLS, then exec flower-supernode.
+"""Container entrypoint of a SuperNode: find its partition id, check TLS, then run flower-supernode.
 
 Environment (all optional): PARTITION_ID, NUM_PARTITIONS, DATASET (a local Parquet path), NODE_CONFIG
 (extra key=value pairs), SUPERLINK (host:port of the Fleet API, default superlink:9092),
 FJS_CA_CERT (default /certs/ca.crt), FJS_CONNECT_TIMEOUT (seconds, default 120), FJS_CACHE_DIR (the
 shared cache volume; each node uses its own node-<partition> folder in it), FJS_GPUS and
-FJS_NODES_PER_GPU (see gpu_settings).
-Arguments after the image name are passed on to flower-supernode.
+FJS_NODES_PER_GPU (see gpu_settings), FJS_NODE_KEYS (folder of node-<slot>.key auth keys, default
+/node-keys; node authentication is used when it exists), FJS_RUNTIME_TLS_DIR (where this node's
+throwaway Runtime API certificate is made, default /tmp/runtime-tls).
+Arguments after the image name are passed on to flower-supernode (never --insecure).
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
 from replica import ReplicaError, partition_id
+from supervise import run
 
+REFUSED_KEY = (
+    "the SuperLink refused to activate this node (code 2004/2001): either its public key {public} is not "
+    "registered (compose registers slots 0..FJS_NODE_SLOTS-1 on `up`; elsewhere: fjs nodes add), or the same key "
+    "is still marked online after a crash and is released about a minute after its last heartbeat (the restart "
+    "policy retries)"
+)
 
 def node_config(partition: int, env) -> str:
     pairs = [f"partition-id={partition}"]
@@ -47,22 +57,48 @@ def gpu_settings(partition: int, env) -> dict[str, str]:
     return settings
 
 
+def auth_args(partition: int, env) -> list[str]:
+    """This replica's own node key, when the deployment mounts a node-keys folder."""
+    folder = Path(env.get("FJS_NODE_KEYS", "/node-keys"))
+    if not folder.is_dir():
+        return []
+    key = folder / f"node-{partition}.key"
+    if not key.is_file():
+        raise PreflightError(
+            f"no auth key for partition {partition} ({key} missing): there are fewer node slots than nodes; "
+            "raise FJS_NODE_SLOTS (compose) or run `fjs nodes add` and restart this node"
+        )
+    return ["--auth-supernode-private-key", str(key)]
+
+
+def runtime_tls_args(env) -> list[str]:
+    """TLS for this node's own Runtime API (its SuperExec and ClientApps connect over loopback)."""
+    made = loopback_pair(Path(env.get("FJS_RUNTIME_TLS_DIR", "/tmp/runtime-tls")))
+    return ["--ssl-certfile", str(made["server_cert"]), "--ssl-keyfile", str(made["server_key"]),
+            "--ssl-ca-certfile", str(made["ca_cert"])]
+
+
 def main() -> None:
     env = os.environ
     superlink = env.get("SUPERLINK", "superlink:9092")
     ca_cert = Path(env.get("FJS_CA_CERT", "/certs/ca.crt"))
     try:
+        if "--insecure" in sys.argv[1:]:
+            raise PreflightError("--insecure is not allowed: every link of this stack uses TLS")
         partition, source = partition_id()
         config = node_config(partition, env)
         placement = gpu_settings(partition, env)
+        auth = auth_args(partition, env)
         wait_for_tls(superlink, ca_cert, float(env.get("FJS_CONNECT_TIMEOUT", "120")))
+        runtime_tls = runtime_tls_args(env)
     except (ReplicaError, PreflightError, ValueError) as err:
         sys.exit(f"supernode: error: {err}")
     # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
     os.environ["FJS_CACHE_DIR"] = str(Path(env.get("FJS_CACHE_DIR", "/home/flwr/cache")) / f"node-{partition}")
     os.environ.update(placement)
-    gpu_note = f"; GPU settings {placement}" if placement else ""
-    print(f"supernode: partition-id={partition} (from {source}); node config: {config}{gpu_note}", flush=True)
+    notes = f"; GPU settings {placement}" if placement else ""
+    notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
+    print(f"supernode: partition-id={partition} (from {source}); node config: {config}{notes}", flush=True)
     argv = [
         "flower-supernode",
         "--superlink", superlink,
@@ -71,9 +107,13 @@ def main() -> None:
         "--isolation", "subprocess",
         "--host", "127.0.0.1",
         "--port", env.get("RUNTIME_PORT", "9094"),
+        *runtime_tls,
+        *auth,
         *sys.argv[1:],
     ]  # fmt: skip
-    os.execvp(argv[0], argv)
+    public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
+    sys.exit(run(argv, {"[code: 2004]": REFUSED_KEY.format(public=public),
+                        "[code: 2001]": REFUSED_KEY.format(public=public)}, "supernode"))
 
 
 if __name__ == "__main__":
