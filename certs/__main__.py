@@ -1,4 +1,4 @@
-"""python -m certs {init,show,verify,node-keys,k8s-secret}: errors are one line on stderr, never a traceback.
+"""python -m certs {init,show,verify,node-keys,k8s-init}: errors are one line on stderr, never a traceback.
 
 Exit codes: 0 done, 1 `verify` found problems, 2 usage error or refusal.
 """
@@ -94,11 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--ca", type=Path, help="CA certificate (default: DIR/ca.crt)")
     register.set_defaults(handler=_register)
 
-    secret = commands.add_parser("k8s-secret", help="in a Kubernetes Job: create the SuperLink TLS Secret if absent")
-    secret.add_argument("--name", default="superlink-tls")
-    secret.add_argument("--namespace", help="default: the pod's own namespace")
-    secret.add_argument("--san", action="append", default=[], help="extra host name or IP")
-    secret.set_defaults(handler=_k8s_secret)
+    k8s = commands.add_parser("k8s-init", help="in a Kubernetes Job: create the TLS Secret and node keys if absent")
+    k8s.add_argument("--tls-secret", default="superlink-tls")
+    k8s.add_argument("--node-slots", type=int, default=16, help="SuperNode key pairs (0: no node authentication)")
+    k8s.add_argument("--namespace", help="default: the pod's own namespace")
+    k8s.add_argument("--san", action="append", default=[], help="extra host name or IP")
+    k8s.set_defaults(handler=_k8s_init)
     return parser
 
 
@@ -175,11 +176,11 @@ def _register(args) -> int:
     return 0
 
 
-def _k8s_secret(args) -> int:
-    from .k8s_secret import ensure_secret
+def _k8s_init(args) -> int:
+    from .k8s_objects import ensure_objects
 
-    outcome = ensure_secret(args.name, args.san, args.namespace)
-    print(f"certs: Secret {args.name}: {outcome}")
+    for name, outcome in ensure_objects(args.tls_secret, args.san, args.node_slots, args.namespace).items():
+        print(f"certs: {name}: {outcome}")
     return 0
 
 

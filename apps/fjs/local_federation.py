@@ -105,7 +105,7 @@ class LocalFederation:
         """The operator's step: register these slots' public keys with the SuperLink."""
         register_keys([node_keys.key_paths(self.certs, slot)[1] for slot in slots], self.control_address, self.certs / "ca.crt")
 
-    def start_node(self, index: int, ca_cert: Path | None = None, **env: str) -> subprocess.Popen:
+    def start_node(self, index: int, ca_cert: Path | None = None, args: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
         """SuperNode `index` (its partition id, and its key slot: made here if missing, but registered only by
         `register`); `env` sets the entrypoint's variables (NUM_PARTITIONS, ...)."""
         node_keys.generate(self.certs, index, 1, if_absent=True)
@@ -122,7 +122,7 @@ class LocalFederation:
         if self.dataset:
             settings["DATASET"] = str(Path(self.dataset).expanduser().resolve())
         return self._spawn(
-            f"supernode-{index}", f"nodes/{index}", [sys.executable, str(ENTRYPOINTS / "supernode.py")], settings | env
+            f"supernode-{index}", f"nodes/{index}", [sys.executable, str(ENTRYPOINTS / "supernode.py"), *args], settings | env
         )
 
     def stop_node(self, index: int, kill: bool = False) -> None:

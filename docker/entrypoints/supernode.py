@@ -5,7 +5,9 @@ Environment (all optional): PARTITION_ID, NUM_PARTITIONS, DATASET (a local Parqu
 FJS_CA_CERT (default /certs/ca.crt), FJS_CONNECT_TIMEOUT (seconds, default 120), FJS_CACHE_DIR (the
 shared cache volume; each node uses its own node-<partition> folder in it), FJS_GPUS and
 FJS_NODES_PER_GPU (see gpu_settings), FJS_NODE_KEYS (folder of node-<slot>.key auth keys, default
-/node-keys; node authentication is used when it exists), FJS_RUNTIME_TLS_DIR (where this node's
+/node-keys; node authentication is used when it exists), FJS_AUTH_RETRY_SECONDS (how long a refused
+activation is retried, default 180: registration may still be running, or a crashed node's old
+session may still count as online), FJS_RUNTIME_TLS_DIR (where this node's
 throwaway Runtime API certificate is made, default /tmp/runtime-tls).
 Arguments after the image name are passed on to flower-supernode (never --insecure).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from certs.tls import loopback_pair
@@ -21,11 +24,12 @@ from preflight import PreflightError, wait_for_tls
 from replica import ReplicaError, partition_id
 from supervise import run
 
+REFUSAL_MARKERS = ["[code: 2004]", "[code: 2001]"]
 REFUSED_KEY = (
-    "the SuperLink refused to activate this node (code 2004/2001): either its public key {public} is not "
-    "registered (compose registers slots 0..FJS_NODE_SLOTS-1 on `up`; elsewhere: fjs nodes add), or the same key "
-    "is still marked online after a crash and is released about a minute after its last heartbeat (the restart "
-    "policy retries)"
+    "the SuperLink refused to activate this node (code 2004/2001) for {seconds:.0f} s: either its public key "
+    "{public} is not registered (compose registers slots 0..FJS_NODE_SLOTS-1 on `up`; Kubernetes: the "
+    "register-nodes Job; elsewhere: python -m certs register), or the same key is still marked online after a "
+    "crash (released about a minute after its last heartbeat)"
 )
 
 def node_config(partition: int, env) -> str:
@@ -111,9 +115,25 @@ def main() -> None:
         *auth,
         *sys.argv[1:],
     ]  # fmt: skip
-    public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
-    sys.exit(run(argv, {"[code: 2004]": REFUSED_KEY.format(public=public),
-                        "[code: 2001]": REFUSED_KEY.format(public=public)}, "supernode"))
+    sys.exit(run_until_accepted(argv, auth, float(env.get("FJS_AUTH_RETRY_SECONDS", "180"))))
+
+
+def run_until_accepted(argv: list[str], auth: list[str], retry_seconds: float) -> int:
+    """Run flower-supernode; while the SuperLink refuses activation, retry here (quietly, every 5 s)
+    instead of crash-looping the container, then give up with one line that says why."""
+    started = time.monotonic()
+    while True:
+        code, seen = run(argv, REFUSAL_MARKERS)
+        waited = time.monotonic() - started
+        if not seen or code == 0:
+            return code
+        if waited >= retry_seconds:
+            public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
+            print(f"supernode: error: {REFUSED_KEY.format(seconds=waited, public=public)}", flush=True)
+            return code
+        print(f"supernode: activation refused (key not registered yet, or an old session still online); "
+              f"retrying for up to {retry_seconds - waited:.0f} s more", flush=True)
+        time.sleep(5)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,30 @@ def test_a_supernode_with_the_wrong_ca_is_refused_with_a_clear_message(federatio
     log = running.log("supernode-7").read_text()
     assert "supernode: error: the server at 127.0.0.1:" in log
     assert "does not accept" in log and "use the CA that signed the SuperLink's certificate" in log
+
+
+def test_plaintext_is_refused_by_the_entrypoint_and_by_the_superlink(federation):
+    import httpx
+
+    running, _ = federation
+    process = running.start_node(8, args=("--insecure",))
+    assert process.wait(timeout=60) != 0
+    assert "supernode: error: --insecure is not allowed: every link of this stack uses TLS" in running.log("supernode-8").read_text()
+    with pytest.raises(httpx.RemoteProtocolError):  # plain HTTP to the HTTPS Control API gets no answer
+        httpx.get(f"http://{running.control_address}/health", timeout=10)
+
+
+# Last in the module: it adds a fourth node to the shared federation.
+def test_an_unregistered_node_key_is_refused_and_joins_once_registered(federation):
+    running, cli = federation
+    process = running.start_node(5, FJS_AUTH_RETRY_SECONDS="6")
+    assert process.wait(timeout=90) != 0
+    log = running.log("supernode-5").read_text()
+    assert "supernode: activation refused (key not registered yet" in log, "retried before giving up"
+    assert "supernode: error: the SuperLink refused to activate this node (code 2004/2001) for" in log
+    assert "node-keys/node-5.pub is not registered" in log
+    assert len(cli.online_nodes()) == 3
+
+    running.register([5])
+    running.start_node(5)
+    cli.wait_for_nodes(4, timeout=90)

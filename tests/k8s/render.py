@@ -1,6 +1,7 @@
 """Turn a pod template from the manifests into a `docker run` command line, as faithfully as Docker
-allows: image, command, args, env (the pod-index label included), securityContext, Secret files,
-volumes (owned by fsGroup, as Kubernetes makes them) and Service names as network aliases."""
+allows: image, command, args, env (the pod-index label included), securityContext, Secret and
+ConfigMap files, volumes (owned by fsGroup, as Kubernetes makes them) and Service names as network
+aliases."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def docker_run(
     name: str,
     network: str,
     scratch: Path,
-    secrets: dict[str, Path],
+    objects: dict[str, Path],
     aliases: list[str] = (),
     ordinal: int | None = None,
     extra: list[str] = (),
@@ -34,7 +35,7 @@ def docker_run(
         argv += ["-e", f"{variable['name']}={_env_value(variable, ordinal)}"]
     volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
-        argv += _mount(volumes[mount["name"]], mount, scratch / name, secrets, context.get("fsGroup", group))
+        argv += _mount(volumes[mount["name"]], mount, scratch / name, objects, context.get("fsGroup", group))
     argv += list(extra)
     command = container.get("command", [])
     if command:
@@ -51,11 +52,12 @@ def _env_value(variable: dict, ordinal: int | None) -> str:
     return str(ordinal)
 
 
-def _mount(volume: dict, mount: dict, scratch: Path, secrets: dict[str, Path], fs_group: int) -> list[str]:
+def _mount(volume: dict, mount: dict, scratch: Path, objects: dict[str, Path], fs_group: int) -> list[str]:
+    """objects: a folder with the files of each Secret and ConfigMap, by object name."""
     target = mount["mountPath"]
     read_only = ",readonly" if mount.get("readOnly") else ""
-    if "secret" in volume:
-        files = secrets[volume["secret"]["secretName"]]
+    if "secret" in volume or "configMap" in volume:
+        files = objects[volume["secret"]["secretName"] if "secret" in volume else volume["configMap"]["name"]]
         if "subPath" in mount:
             return ["--mount", f"type=bind,source={files / mount['subPath']},target={target}{read_only}"]
         return ["--mount", f"type=bind,source={files},target={target}{read_only}"]

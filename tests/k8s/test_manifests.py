@@ -45,10 +45,10 @@ def test_long_running_containers_have_meaningful_probes_and_mount_the_tls_secret
     for probe in ("readinessProbe", "livenessProbe"):
         command = container[probe]["exec"]["command"]
         assert command[:2] == ["python3", "/opt/fjs/healthcheck.py"], probe
-    secrets = [v for v in spec["volumes"] if "secret" in v]
-    assert [v["secret"]["secretName"] for v in secrets] == ["superlink-tls"]
+    secrets = {v["secret"]["secretName"]: v["name"] for v in spec["volumes"] if "secret" in v}
+    assert "superlink-tls" in secrets
     mounted = {m["name"] for m in container["volumeMounts"]}
-    assert secrets[0]["name"] in mounted
+    assert set(secrets.values()) <= mounted
 
 
 def test_superlink_keeps_state_on_a_claim_and_serves_tls():
@@ -84,15 +84,30 @@ def test_only_supernodes_reach_the_fleet_api_and_everything_else_is_denied():
     assert [p["port"] for p in fleet["ports"]] == [9092] and [p["port"] for p in control["ports"]] == [9093]
 
 
-def test_certificate_secret_is_made_in_cluster_by_a_narrow_role():
+def test_key_material_is_made_in_cluster_by_a_narrow_role():
     role = find(BASE, "Role", "certs-init")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["superlink-tls"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["superlink-tls", "supernode-keys"], "verbs": ["get"]},
     ]
     job = find(BASE, "Job", "certs-init")
     assert pod_spec(job)["serviceAccountName"] == "certs-init"
-    assert pod_spec(job)["containers"][0]["command"][:4] == ["python3", "-m", "certs", "k8s-secret"]
+    assert pod_spec(job)["containers"][0]["command"][:4] == ["python3", "-m", "certs", "k8s-init"]
+    for workload in workloads(BASE + GPU):
+        if workload["metadata"]["name"] != "certs-init":
+            assert pod_spec(workload)["automountServiceAccountToken"] is False, "only the certs Job talks to the API"
+
+
+def test_node_authentication_is_on_and_each_supernode_gets_the_key_slots():
+    args = pod_spec(find(BASE, "Deployment", "superlink"))["containers"][0]["args"]
+    assert "--enable-supernode-auth" in args
+    for statefulset in (find(BASE, "StatefulSet", "supernode"), find(GPU, "StatefulSet", "supernode")):
+        spec = pod_spec(statefulset)
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        keys = next(v for v in spec["volumes"] if v["name"] == mounts["/node-keys"])
+        assert keys["secret"]["secretName"] == "supernode-keys" and keys["secret"]["defaultMode"] == 0o440
+    register = pod_spec(find(BASE, "Job", "register-nodes"))["containers"][0]
+    assert register["command"][:4] == ["python3", "-m", "certs", "register"]
 
 
 def test_every_object_carries_the_recommended_labels():
