@@ -5,6 +5,7 @@ retries silently forever; this says in one line what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -16,11 +17,17 @@ class PreflightError(RuntimeError):
 
 
 def tls_context(ca_cert: Path) -> ssl.SSLContext:
-    if not ca_cert.is_file():
+    try:
+        ca_cert.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise PreflightError(
             f"no CA certificate at {ca_cert}: mount certs/ca.crt there (docker compose up creates it; "
             "elsewhere: python -m certs init)"
-        )
+        ) from None
+    except PermissionError:
+        raise PreflightError(
+            f"{ca_cert} is not readable by uid {os.getuid()}: make it (and its folders) readable, e.g. chmod 0644"
+        ) from None
     try:
         return ssl.create_default_context(cafile=str(ca_cert))
     except ssl.SSLError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -41,3 +42,20 @@ def stack_factory(images, tmp_path_factory, offline_mnist):
     for stack in made:
         stack.down()
         shutil.rmtree(stack.env["FJS_CERTS_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fault_report():
+    """Rows of (fault or bad input, what happened, seconds to recover), written to reports/faults.{json,md}
+    at the end of the session: the README's fault table comes from here."""
+    from tests.conftest import REPO
+
+    rows: list[dict] = []
+    yield rows
+    if rows:
+        out = REPO / "reports"
+        out.mkdir(exist_ok=True)
+        (out / "faults.json").write_text(json.dumps(rows, indent=2))
+        lines = ["| Fault or bad input | What happened | Time to recover |", "|---|---|---|"]
+        lines += [f"| {r['fault']} | {r['outcome']} | {r['recovery']} |" for r in rows]
+        (out / "faults.md").write_text("\n".join(lines) + "\n")
