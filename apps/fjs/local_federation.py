@@ -117,7 +117,7 @@ class LocalFederation:
             "FJS_CACHE_DIR": str(self.root / "nodes" / "cache"),
             "FJS_CONNECT_TIMEOUT": "30",
             "FJS_NODE_KEYS": str(self.certs / node_keys.FOLDER),
-            "FJS_RUNTIME_TLS_DIR": str(self.root / "nodes" / str(index) / "runtime-tls"),
+            "FJS_RUN_DIR": str(self.root / "nodes" / str(index) / "run"),
         }
         if self.dataset:
             settings["DATASET"] = str(Path(self.dataset).expanduser().resolve())

@@ -11,6 +11,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from .model import init_params, to_named_arrays
+from .prompt_grid import PromptGrid
 from .results import write_metrics, write_model, write_plot
 from .settings import ConfigError, RunSettings
 from .strategy import RecordedFedAvg
@@ -51,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     )
     initial = ArrayRecord({name: Array(value) for name, value in to_named_arrays(init_params(settings.seed)).items()})
     result = strategy.start(
-        grid=grid,
+        grid=PromptGrid(grid),
         initial_arrays=initial,
         num_rounds=settings.num_server_rounds,
         train_config=ConfigRecord({"num-partitions": num_partitions}),

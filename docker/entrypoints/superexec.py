@@ -20,6 +20,7 @@ def main() -> None:
         wait_for_tls(address, ca_cert, float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
     except (PreflightError, ValueError) as err:
         sys.exit(f"superexec: error: {err}")
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob: runs start sooner
     argv = ["flower-superexec", "--runtime-api-address", address, "--root-certificates", str(ca_cert), *sys.argv[1:]]
     os.execvp(argv[0], argv)
 

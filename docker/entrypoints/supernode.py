@@ -7,14 +7,17 @@ shared cache volume; each node uses its own node-<partition> folder in it), FJS_
 FJS_NODES_PER_GPU (see gpu_settings), FJS_NODE_KEYS (folder of node-<slot>.key auth keys, default
 /node-keys; node authentication is used when it exists), FJS_AUTH_RETRY_SECONDS (how long a refused
 activation is retried, default 180: registration may still be running, or a crashed node's old
-session may still count as online), FJS_RUNTIME_TLS_DIR (where this node's
-throwaway Runtime API certificate is made, default /tmp/runtime-tls).
+session may still count as online), FJS_RUN_DIR (this node's runtime
+files: its throwaway Runtime API certificate, the warm ClientApp socket; default /tmp/fjs),
+FJS_WARM_CLIENTAPP (1, the default: fork ClientApps from a warm zygote; 0: plain flwr-clientapp).
 Arguments after the image name are passed on to flower-supernode (never --insecure).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
 from replica import ReplicaError, partition_id
 from supervise import run
+from warm_clientapp import install_shim
 
 REFUSAL_MARKERS = ["[code: 2004]", "[code: 2001]"]
 REFUSED_KEY = (
@@ -77,9 +81,22 @@ def auth_args(partition: int, env) -> list[str]:
 
 def runtime_tls_args(env) -> list[str]:
     """TLS for this node's own Runtime API (its SuperExec and ClientApps connect over loopback)."""
-    made = loopback_pair(Path(env.get("FJS_RUNTIME_TLS_DIR", "/tmp/runtime-tls")))
+    made = loopback_pair(Path(env.get("FJS_RUN_DIR", "/tmp/fjs")) / "runtime-tls")
     return ["--ssl-certfile", str(made["server_cert"]), "--ssl-keyfile", str(made["server_key"]),
             "--ssl-ca-certfile", str(made["ca_cert"])]
+
+
+def start_warm_clientapps(env) -> subprocess.Popen | None:
+    """Start this node's ClientApp zygote and put the `flwr-clientapp` shim first on PATH (README: Performance)."""
+    if env.get("FJS_WARM_CLIENTAPP", "1") == "0":
+        return None
+    run_dir = Path(env.get("FJS_RUN_DIR", "/tmp/fjs"))
+    real = shutil.which("flwr-clientapp")
+    if real is None:
+        print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
+        return None
+    os.environ["PATH"] = f"{install_shim(str(run_dir / 'bin'), real)}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_clientapp.py"))])
 
 
 def main() -> None:
@@ -103,8 +120,12 @@ def main() -> None:
     notes = f"; GPU settings {placement}" if placement else ""
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
     print(f"supernode: partition-id={partition} (from {source}); node config: {config}{notes}", flush=True)
+    # Flower's CLI through a wrapper that only shortens its idle poll (flower_supernode_tuned.py).
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob (default 1 s)
+    # One XLA thread per node: as fast for this model, and nodes sharing a host don't oversubscribe it.
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     argv = [
-        "flower-supernode",
+        sys.executable, str(Path(__file__).with_name("flower_supernode_tuned.py")),
         "--superlink", superlink,
         "--root-certificates", str(ca_cert),
         "--node-config", config,
@@ -115,7 +136,11 @@ def main() -> None:
         *auth,
         *sys.argv[1:],
     ]  # fmt: skip
-    sys.exit(run_until_accepted(argv, auth, float(env.get("FJS_AUTH_RETRY_SECONDS", "180"))))
+    zygote = start_warm_clientapps(env)
+    code = run_until_accepted(argv, auth, float(env.get("FJS_AUTH_RETRY_SECONDS", "180")))
+    if zygote is not None:
+        zygote.terminate()
+    sys.exit(code)
 
 
 def run_until_accepted(argv: list[str], auth: list[str], retry_seconds: float) -> int:

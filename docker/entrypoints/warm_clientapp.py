@@ -1,0 +1,159 @@
+"""Warm ClientApp processes: a per-node zygote that has already imported Flower and the App's
+libraries forks each `flwr-clientapp` instead of starting a fresh interpreter.
+
+Flower's subprocess isolation starts a new `flwr-clientapp` process for every message; about 2.5 s
+of CPU of each goes to importing flwr, JAX, Flax and optax before the App runs (see README:
+Performance). Here the SuperNode's entrypoint starts `serve` once; `flwr-clientapp` on the node's
+PATH is a small shim (`launch`) that hands its argv, environment, working directory and stdio to the
+zygote, which forks a child that runs Flower's own `flwr-clientapp` entry point. Every message still
+gets a fresh process that has never run App code (the zygote only imports libraries and never
+initialises an accelerator), and the shim falls back to the real `flwr-clientapp` if the zygote is
+not there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import traceback
+
+SOCKET = os.path.join(os.environ.get("FJS_RUN_DIR", "/tmp/fjs"), "warm-clientapp.sock")
+PRELOAD = "flwr.supernode.cli,numpy,jax,jax.numpy,flax.linen,optax,psutil"
+
+
+# --- wire format: 4-byte length + JSON; the shim's stdin/stdout/stderr travel as SCM_RIGHTS ---
+def _send(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(message).encode()
+    payload = struct.pack("!I", len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload], list(fds))
+    else:
+        sock.sendall(payload)
+
+
+def _receive(sock: socket.socket, with_fds: bool = False) -> tuple[dict | None, list[int]]:
+    if with_fds:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+    else:
+        data, fds = sock.recv(1 << 20), []
+    if len(data) < 4:
+        return None, fds
+    (size,) = struct.unpack("!I", data[:4])
+    while len(data) < 4 + size:
+        data += sock.recv(1 << 20)
+    return json.loads(data[4 : 4 + size]), fds
+
+
+# --- the zygote ---
+def serve(path: str = SOCKET, preload: str = PRELOAD) -> None:
+    for module in filter(None, preload.split(",")):
+        importlib.import_module(module.strip())
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)  # only this node's user may ask for processes
+    listener.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    print(f"warm-clientapp: ready on {path} (preloaded {preload})", flush=True)
+    while True:
+        for key, _ in selector.select():
+            if key.data == "accept":
+                connection, _ = listener.accept()
+                _start_child(connection, selector, listener)
+            else:  # a child's pidfd became readable: it exited
+                pid, connection = key.data
+                selector.unregister(key.fileobj)
+                os.close(key.fileobj)
+                _, status = os.waitpid(pid, 0)
+                try:
+                    _send(connection, {"exit": os.waitstatus_to_exitcode(status)})
+                except OSError:
+                    pass  # the shim is gone (killed); nothing to tell
+                connection.close()
+
+
+def _start_child(connection: socket.socket, selector: selectors.BaseSelector, listener: socket.socket) -> None:
+    request, fds = _receive(connection, with_fds=True)
+    if request is None or len(fds) != 3:
+        connection.close()
+        return
+    pid = os.fork()
+    if pid == 0:
+        selector.close()
+        listener.close()
+        connection.close()
+        _run_clientapp(request, fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    selector.register(os.pidfd_open(pid), selectors.EVENT_READ, (pid, connection))
+    _send(connection, {"pid": pid})
+
+
+def _run_clientapp(request: dict, fds: list[int]) -> None:
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = request["argv"]
+        from flwr.supernode.cli import flwr_clientapp
+
+        flwr_clientapp()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # report and leave with an error status, as the real command would
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# --- the shim that stands in for `flwr-clientapp` ---
+def launch(real_command: str) -> None:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(SOCKET)
+    except OSError:
+        os.execv(real_command, [real_command, *sys.argv[1:]])  # no zygote: plain Flower
+    _send(client, {"argv": ["flwr-clientapp", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
+    reply, _ = _receive(client)
+    if reply is None or "pid" not in reply:
+        os.execv(real_command, [real_command, *sys.argv[1:]])
+    child = reply["pid"]
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _: os.kill(child, number))
+    reply, _ = _receive(client)
+    code = reply["exit"] if reply else 1
+    sys.exit(128 - code if code < 0 else code)
+
+
+def install_shim(bin_dir: str, real_command: str) -> str:
+    """Write the `flwr-clientapp` shim into bin_dir (put it first on the node's PATH); returns bin_dir."""
+    os.makedirs(bin_dir, exist_ok=True)
+    shim = os.path.join(bin_dir, "flwr-clientapp")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(shim, "w", encoding="utf-8") as out:
+        out.write(f"#!{sys.executable} -IS\n"  # isolated, no site: starts in milliseconds
+                  f"import sys; sys.path.insert(0, {here!r})\n"
+                  f"from warm_clientapp import launch; launch({real_command!r})\n")
+    os.chmod(shim, 0o755)
+    return bin_dir
+
+
+if __name__ == "__main__":
+    serve(*sys.argv[1:2])

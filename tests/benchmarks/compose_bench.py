@@ -1,0 +1,169 @@
+"""The compose deployment measured: bring-up, round time, memory, image sizes.
+
+    python tests/benchmarks/compose_bench.py --nodes 10 --rounds 3 [--seed] [--bring-up-only]
+
+Images must be built (FJS_NODE_VARIANT=cpu docker compose build). Times `docker compose up -d
+--scale supernode=N` until N SuperNodes are connected (certificates, node keys and registration
+included), samples `docker stats` for peak memory per container (idle and during the run), runs
+N-node rounds on the offline MNIST subset and, with --seed, the seed tutorial's code path on the
+same deployment. Prints tables; writes reports/compose_<nodes>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from apps.fjs.compose_stack import ComposeStack  # noqa: E402
+from apps.fjs.connection import write_connection  # noqa: E402
+from apps.fjs.flwr_cli import FlwrCli, FlwrError  # noqa: E402
+from apps.fjs.local_federation import free_ports  # noqa: E402
+from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
+from tests.benchmarks import report, seed_app  # noqa: E402
+from tests.conftest import run_metrics  # noqa: E402
+
+UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+class MemorySampler:
+    """Peak memory per container from `docker stats`, sampled in the background."""
+
+    def __init__(self, project: str) -> None:
+        self.project, self.peaks, self._stop = project, {}, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}"],
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                row = json.loads(line)
+                if row["Name"].startswith(f"{self.project}-"):
+                    used = _bytes(row["MemUsage"].split("/")[0])
+                    self.peaks[row["Name"]] = max(self.peaks.get(row["Name"], 0), used)
+
+
+def _bytes(text: str) -> float:
+    text = text.strip()
+    for unit in sorted(UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * UNITS[unit]
+    return float(text)
+
+
+def _by_service(peaks: dict[str, float]) -> dict[str, dict]:
+    services: dict[str, list[float]] = {}
+    for name, value in peaks.items():
+        services.setdefault(name.rsplit("-", 2)[-2], []).append(value / 2**20)
+    return {s: {"containers": len(v), "max_mib": max(v), "mean_mib": sum(v) / len(v), "total_mib": sum(v)}
+            for s, v in services.items()}
+
+
+def image_sizes() -> dict[str, float]:
+    sizes = {}
+    for tag in ("superlink:0.1.0", "superexec:0.1.0", "supernode:0.1.0-cpu", "supernode:0.1.0-cuda"):
+        done = subprocess.run(["docker", "image", "inspect", f"flower-jax-stack/{tag}", "--format", "{{.Size}}"],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            sizes[tag] = int(done.stdout) / 1e6
+    return sizes
+
+
+def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[float, FlwrCli]:
+    certs = Path(stack.env["FJS_CERTS_DIR"])
+    started = time.monotonic()
+    stack.up(nodes)
+    write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=home)
+    cli = FlwrCli(flwr_home=home)
+    while True:
+        try:
+            if len(cli.online_nodes()) >= nodes:
+                return time.monotonic() - started, cli
+        except FlwrError:
+            pass
+        if time.monotonic() - started > 600:
+            raise SystemExit(f"{nodes} SuperNodes did not connect within 600 s")
+        time.sleep(0.5)
+
+
+def run_rounds(cli: FlwrCli, outputs: Path, nodes: int, rounds: int, extra: str = "") -> list[dict]:
+    run_id = cli.start_run(f"num-server-rounds={rounds} min-nodes={nodes} {extra}".strip())
+    info = cli.wait(run_id, timeout=7200)
+    if info["status"] != "finished:completed":
+        raise SystemExit(f"run {run_id} ended {info['status']}:\n{cli.logs(run_id)[-2000:]}")
+    return report.round_rows(run_metrics(outputs, run_id))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fraction-train", type=float, default=1.0)
+    parser.add_argument("--seed", action="store_true", help="also run the seed tutorial's code path")
+    parser.add_argument("--bring-up-only", action="store_true")
+    args = parser.parse_args()
+    fractions = f"fraction-train={args.fraction_train} fraction-evaluate={args.fraction_train}"
+    result: dict = {"nodes": args.nodes, "rounds": args.rounds, "fraction_train": args.fraction_train,
+                    "image_sizes_mb": image_sizes()}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        dataset = build_offline(scratch / "mnist-offline.parquet")
+        stack = ComposeStack(project="fjs-bench", files=("compose.yaml", "compose.offline.yaml"), env={
+            "FJS_NODE_VARIANT": "cpu", "FJS_CERTS_DIR": str(scratch / "certs"), "FJS_OUTPUTS_DIR": str(scratch / "outputs"),
+            "FJS_DATASET_FILE": str(dataset), "FJS_CONTROL_PORT": str(free_ports(1)[0]),
+            "FJS_NODE_SLOTS": str(max(16, args.nodes)),
+        })
+        stack.down()
+        try:
+            with MemorySampler(stack.project) as idle:
+                result["bring_up_s"], cli = bring_up(stack, args.nodes, scratch / "home")
+                print(f"bring-up: {args.nodes} SuperNodes connected {result['bring_up_s']:.1f} s after `up`", flush=True)
+                time.sleep(15)  # idle: connected, no run
+            result["idle_memory"] = _by_service(idle.peaks)
+            if not args.bring_up_only:
+                variants = {"ours": report.REPO}
+                if args.seed:
+                    variants["seed code path"] = seed_app.build(scratch)
+                result["variants"] = {}
+                for name, app_dir in variants.items():
+                    cli.app_dir = app_dir
+                    with MemorySampler(stack.project) as busy:
+                        rows = run_rounds(cli, Path(stack.env["FJS_OUTPUTS_DIR"]), args.nodes, args.rounds, fractions)
+                    result["variants"][name] = {"rounds": rows, "steady_round_s": report.steady(rows),
+                                                "memory": _by_service(busy.peaks)}
+                    print(f"== {name}: {args.nodes} nodes x {args.rounds} rounds")
+                    print(report.table(rows, ["round", "wall_s", "slowest_call_s", "results", "failures", "eval_acc"]))
+        finally:
+            stack.down()
+
+    print("\nimage sizes (MB):", ", ".join(f"{k} {v:.0f}" for k, v in result["image_sizes_mb"].items()))
+    print("idle memory (MiB):", ", ".join(f"{s} max {m['max_mib']:.0f}" for s, m in result["idle_memory"].items()))
+    for name, variant in result.get("variants", {}).items():
+        print(f"{name}: steady round {variant['steady_round_s']:.1f} s; peak memory (MiB): "
+              + ", ".join(f"{s} max {m['max_mib']:.0f} total {m['total_mib']:.0f}" for s, m in variant["memory"].items()))
+    if "seed code path" in result.get("variants", {}):
+        ratio = result["variants"]["ours"]["steady_round_s"] / result["variants"]["seed code path"]["steady_round_s"]
+        result["ratio_ours_to_seed"] = ratio
+        print(f"ratio ours / seed code path: {ratio:.2f} (goal <= 0.20)")
+    print(f"wrote {report.save(f'compose_{args.nodes}', result)}")
+
+
+if __name__ == "__main__":
+    main()

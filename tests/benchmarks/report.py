@@ -1,0 +1,76 @@
+"""Benchmark output: a plain table on stdout and the same figures as JSON under reports/, stamped
+with the machine and the date so README figures can say where they came from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def machine() -> dict:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1),
+        "cpu": _cpu_model(),
+        "platform": platform.platform(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
+    lines = [" | ".join(c.ljust(widths[c]) for c in columns), "-+-".join("-" * widths[c] for c in columns)]
+    lines += [" | ".join(_cell(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def save(name: str, payload: dict) -> Path:
+    out = Path(os.environ.get("FJS_REPORT_DIR", REPO / "reports"))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
+
+
+def round_rows(metrics: dict) -> list[dict]:
+    """Per round: wall time and the slowest ClientApp call (as its reply reports it)."""
+    rows = []
+    for record in metrics["rounds"]:
+        calls = [n.get("call-s", 0.0) for stage in ("train", "evaluate") for n in record.get(stage, {}).get("nodes", [])]
+        rows.append({
+            "round": record["round"],
+            "wall_s": record["wall_s"],
+            "slowest_call_s": max(calls, default=0.0),
+            "results": record["train"]["results"],
+            "failures": record["train"]["failures"] + record["evaluate"]["failures"],
+            "eval_acc": record["evaluate"]["metrics"].get("eval_acc"),
+        })
+    return rows
+
+
+def steady(rows: list[dict]) -> float:
+    """Mean round time after the first (which pays one-off compilation and data preparation)."""
+    later = [r["wall_s"] for r in rows[1:]] or [r["wall_s"] for r in rows]
+    return sum(later) / len(later)

@@ -1,0 +1,53 @@
+"""The warm ClientApp zygote and its `flwr-clientapp` shim, with Flower's real entry point."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from apps.fjs.flwr_cli import flower_command
+from tests.conftest import REPO
+
+ENTRYPOINTS = REPO / "docker" / "entrypoints"
+
+
+@pytest.fixture
+def zygote(tmp_path):
+    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, str(ENTRYPOINTS / "warm_clientapp.py")], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    assert "warm-clientapp: ready" in server.stdout.readline()
+    sys.path.insert(0, str(ENTRYPOINTS))
+    from warm_clientapp import install_shim
+
+    bin_dir = install_shim(str(tmp_path / "bin"), flower_command("flwr-clientapp"))
+    yield env, os.path.join(bin_dir, "flwr-clientapp")
+    server.terminate()
+    server.wait()
+
+
+def test_the_shim_runs_flowers_clientapp_in_a_forked_child(zygote):
+    env, shim = zygote
+    started = time.monotonic()
+    done = subprocess.run([shim, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
+    assert time.monotonic() - started < 1.0, "no interpreter start-up or imports: the child is forked warm"
+
+
+def test_exit_codes_and_errors_come_back_through_the_shim(zygote):
+    env, shim = zygote
+    done = subprocess.run([shim, "--no-such-flag"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "flwr-clientapp: error: one of the arguments --token" in done.stderr
+
+
+def test_without_a_zygote_the_shim_runs_the_real_command(tmp_path):
+    sys.path.insert(0, str(ENTRYPOINTS))
+    from warm_clientapp import install_shim
+
+    real = flower_command("flwr-clientapp")
+    shim = os.path.join(install_shim(str(tmp_path / "bin"), real), "flwr-clientapp")
+    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "nothing-here")}
+    done = subprocess.run([shim, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
