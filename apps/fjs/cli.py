@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from certs.tls import CertError
+
 from .connection import DEFAULT_NAME, ConnectionProblem, probe, write_connection
 
 
@@ -16,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConnectionProblem, RuntimeError, ValueError, OSError) as err:
+    except (ConnectionProblem, RuntimeError, ValueError, OSError, CertError) as err:
         sys.exit(f"fjs: error: {err}")
 
 
@@ -51,6 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--offline", action="store_true", help="train on the offline MNIST subset (no internet)")
     demo.add_argument("--cpu", action="store_true", help="build the CPU-only SuperNode image (no CUDA wheels)")
     demo.set_defaults(handler=_demo)
+
+    site = commands.add_parser("site-bundle", help="prepare a folder for a remote site and register its node keys")
+    site.add_argument("name", help="site name (the bundle folder's name)")
+    site.add_argument("--superlink", required=True, help="the SuperLink's public Fleet API address, HOST:PORT")
+    site.add_argument("--nodes", type=int, default=1, help="SuperNode slots for this site")
+    site.add_argument("--first-partition", type=int, help="partition of its first node (default: after earlier sites)")
+    site.add_argument("--dataset", help="dataset path inside the site's containers, e.g. /data/site.parquet")
+    site.add_argument("--own-data", action="store_true", help="the site splits its own dataset among its nodes")
+    site.add_argument("--certs", type=Path, default=Path("certs"))
+    site.add_argument("--out", type=Path, default=Path("certs/sites"))
+    site.add_argument("--control", default="127.0.0.1:9093", help="this SuperLink's Control API, to register keys")
+    site.set_defaults(handler=_site_bundle)
 
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(required=True, metavar="ACTION")
@@ -131,6 +145,17 @@ def _run_once(cli, run_config: str, outputs: Path) -> None:
     print(f"fjs: run {run_id} {info['status']}; results in {outputs / f'run-{run_id}'}")
     if info["status"] != "finished:completed":
         raise RuntimeError(f"run {run_id} ended {info['status']}: see `flwr log {run_id}`")
+
+
+def _site_bundle(args: argparse.Namespace) -> None:
+    from .site_bundle import make_bundle
+
+    if args.nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    bundle = make_bundle(args.name, args.superlink, args.nodes, args.certs, args.out, args.control,
+                         args.first_partition, args.dataset, args.own_data)
+    print(f"fjs: site bundle in {bundle} ({args.nodes} node key(s) registered). Copy that folder to the site; there:")
+    print(f"fjs:   docker compose --env-file site.env up -d --scale supernode={args.nodes}")
 
 
 def _mnist_offline(args: argparse.Namespace) -> None:

@@ -111,6 +111,7 @@ class LocalFederation:
         node_keys.generate(self.certs, index, 1, if_absent=True)
         settings = {
             "PARTITION_ID": str(index),
+            "FJS_NODE_SLOT": str(index),
             "SUPERLINK": f"127.0.0.1:{self.fleet_port}",
             "FJS_CA_CERT": str(ca_cert or self.certs / "ca.crt"),
             "RUNTIME_PORT": str(self.node_port + index),

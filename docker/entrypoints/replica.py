@@ -1,9 +1,13 @@
-"""Which replica am I? The SuperNode's partition id, from what the orchestrator tells the container.
+"""Which node am I? A SuperNode's key slot and partition id, from what the orchestrator tells the container.
 
-In order: PARTITION_ID (explicit, wins); POD_INDEX (Kubernetes StatefulSet ordinal via the downward
-API); Docker's embedded DNS, whose PTR record for the container's own IP is
+The replica index (0-based) comes from, in order: POD_INDEX (a Kubernetes StatefulSet ordinal via
+the downward API); Docker's embedded DNS, whose PTR record for the container's own IP is
 `<project>-<service>-<index>.<network>` (compose indices start at 1); the hostname's `-<n>` suffix
 (StatefulSet pods are named `<set>-<ordinal>`).
+
+    key slot   = FJS_NODE_SLOT, else FJS_SLOT_OFFSET + replica index, else PARTITION_ID
+    partition  = PARTITION_ID, else the replica index (FJS_PARTITION_BY=replica: a site splitting its
+                 own data), else the key slot
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dataclasses import dataclass
 
 DOCKER_DNS = "127.0.0.11"
 _INDEX = re.compile(r"-(\d+)$")
@@ -20,22 +25,47 @@ class ReplicaError(RuntimeError):
     pass
 
 
-def partition_id(env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Returns (partition id, where it came from)."""
+@dataclass(frozen=True)
+class Identity:
+    slot: int
+    partition: int
+    source: str
+
+
+def identity(env: dict[str, str] | None = None) -> Identity:
     env = os.environ if env is None else env
-    for variable in ("PARTITION_ID", "POD_INDEX"):
-        if env.get(variable, "").strip():
-            return _integer(env[variable], variable), variable
+    replica = replica_index(env) if not _set(env, "FJS_NODE_SLOT") else None
+    if _set(env, "FJS_NODE_SLOT"):
+        slot, source = _integer(env["FJS_NODE_SLOT"], "FJS_NODE_SLOT"), "FJS_NODE_SLOT"
+    elif replica is not None:
+        slot, source = _integer(env.get("FJS_SLOT_OFFSET") or "0", "FJS_SLOT_OFFSET") + replica[0], replica[1]
+    elif _set(env, "PARTITION_ID"):
+        slot, source = _integer(env["PARTITION_ID"], "PARTITION_ID"), "PARTITION_ID"
+    else:
+        raise ReplicaError(
+            "cannot tell which node this is: set PARTITION_ID (compose: run it as a replica of the `supernode` "
+            "service; Kubernetes: a StatefulSet pod)"
+        )
+    if _set(env, "PARTITION_ID"):
+        partition = _integer(env["PARTITION_ID"], "PARTITION_ID")
+    elif env.get("FJS_PARTITION_BY") == "replica" and replica is not None:
+        partition = replica[0]
+    else:
+        partition = slot
+    return Identity(slot, partition, source)
+
+
+def replica_index(env) -> tuple[int, str] | None:
+    """(0-based replica index, where it came from), or None when the orchestrator says nothing."""
+    if _set(env, "POD_INDEX"):
+        return _integer(env["POD_INDEX"], "POD_INDEX"), "POD_INDEX"
     if _uses_docker_dns():
         name = docker_dns_name()
         return index_from_name(name) - 1, f"Docker DNS name {name}"
     hostname = socket.gethostname()
     if _INDEX.search(hostname):
         return index_from_name(hostname), f"hostname {hostname}"
-    raise ReplicaError(
-        "cannot tell this SuperNode's partition id: set PARTITION_ID (compose: run it as a replica of the "
-        "`supernode` service; Kubernetes: a StatefulSet pod)"
-    )
+    return None
 
 
 def index_from_name(name: str) -> int:
@@ -59,6 +89,10 @@ def docker_dns_name() -> str:
     except Exception as err:  # dnspython raises several types; all mean "no name for me"
         raise ReplicaError(f"Docker DNS has no name for {address} ({type(err).__name__}): set PARTITION_ID") from None
     return str(answer[0])
+
+
+def _set(env, variable: str) -> bool:
+    return bool(env.get(variable, "").strip())
 
 
 def _integer(value: str, variable: str) -> int:

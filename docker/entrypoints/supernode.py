@@ -1,6 +1,7 @@
 """Container entrypoint of a SuperNode: find its partition id, check TLS, then run flower-supernode.
 
-Environment (all optional): PARTITION_ID, NUM_PARTITIONS, DATASET (a local Parquet path), NODE_CONFIG
+Environment (all optional): PARTITION_ID, FJS_NODE_SLOT, FJS_SLOT_OFFSET, FJS_PARTITION_BY (see
+replica.py), NUM_PARTITIONS, DATASET (a local Parquet path), NODE_CONFIG
 (extra key=value pairs), SUPERLINK (host:port of the Fleet API, default superlink:9092),
 FJS_CA_CERT (default /certs/ca.crt), FJS_CONNECT_TIMEOUT (seconds, default 120), FJS_CACHE_DIR (the
 shared cache volume; each node uses its own node-<partition> folder in it), FJS_GPUS and
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
-from replica import ReplicaError, partition_id
+from replica import ReplicaError, identity
 from supervise import run
 from warm_clientapp import install_shim
 
@@ -65,16 +66,16 @@ def gpu_settings(partition: int, env) -> dict[str, str]:
     return settings
 
 
-def auth_args(partition: int, env) -> list[str]:
-    """This replica's own node key, when the deployment mounts a node-keys folder."""
+def auth_args(slot: int, env) -> list[str]:
+    """This node's own key (slot = its replica's slot), when the deployment mounts a node-keys folder."""
     folder = Path(env.get("FJS_NODE_KEYS", "/node-keys"))
     if not folder.is_dir():
         return []
-    key = folder / f"node-{partition}.key"
+    key = folder / f"node-{slot}.key"
     if not key.is_file():
         raise PreflightError(
-            f"no auth key for partition {partition} ({key} missing): there are fewer node slots than nodes; "
-            "raise FJS_NODE_SLOTS (compose) or run `fjs nodes add` and restart this node"
+            f"no auth key for node slot {slot} ({key} missing): there are fewer node slots than nodes; "
+            "raise FJS_NODE_SLOTS (compose) or make and register more slots (python -m certs node-keys, register)"
         )
     return ["--auth-supernode-private-key", str(key)]
 
@@ -90,12 +91,15 @@ def start_warm_clientapps(env) -> subprocess.Popen | None:
     """Start this node's ClientApp zygote and put the `flwr-clientapp` shim first on PATH (README: Performance)."""
     if env.get("FJS_WARM_CLIENTAPP", "1") == "0":
         return None
-    run_dir = Path(env.get("FJS_RUN_DIR", "/tmp/fjs"))
-    real = shutil.which("flwr-clientapp")
-    if real is None:
-        print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
-        return None
-    os.environ["PATH"] = f"{install_shim(str(run_dir / 'bin'), real)}{os.pathsep}{os.environ['PATH']}"
+    # The image ships the shim (its /tmp is noexec); elsewhere it is written into the node's run dir.
+    bin_dir = Path(__file__).with_name("bin")
+    if not (bin_dir / "flwr-clientapp").exists():
+        real = shutil.which("flwr-clientapp")
+        if real is None:
+            print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
+            return None
+        bin_dir = Path(install_shim(str(Path(env.get("FJS_RUN_DIR", "/tmp/fjs")) / "bin"), real))
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     return subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_clientapp.py"))])
 
 
@@ -106,10 +110,11 @@ def main() -> None:
     try:
         if "--insecure" in sys.argv[1:]:
             raise PreflightError("--insecure is not allowed: every link of this stack uses TLS")
-        partition, source = partition_id()
+        node = identity()
+        partition = node.partition
         config = node_config(partition, env)
         placement = gpu_settings(partition, env)
-        auth = auth_args(partition, env)
+        auth = auth_args(node.slot, env)
         wait_for_tls(superlink, ca_cert, float(env.get("FJS_CONNECT_TIMEOUT", "120")))
         runtime_tls = runtime_tls_args(env)
     except (ReplicaError, PreflightError, ValueError) as err:
@@ -119,7 +124,8 @@ def main() -> None:
     os.environ.update(placement)
     notes = f"; GPU settings {placement}" if placement else ""
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
-    print(f"supernode: partition-id={partition} (from {source}); node config: {config}{notes}", flush=True)
+    print(f"supernode: partition-id={partition} (from {node.source}); key slot {node.slot}; node config: "
+          f"{config}{notes}", flush=True)
     # Flower's CLI through a wrapper that only shortens its idle poll (flower_supernode_tuned.py).
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob (default 1 s)
     # One XLA thread per node: as fast for this model, and nodes sharing a host don't oversubscribe it.

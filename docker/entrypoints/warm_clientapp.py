@@ -24,7 +24,7 @@ import sys
 import traceback
 
 SOCKET = os.path.join(os.environ.get("FJS_RUN_DIR", "/tmp/fjs"), "warm-clientapp.sock")
-PRELOAD = "flwr.supernode.cli,numpy,jax,jax.numpy,flax.linen,optax,psutil"
+PRELOAD = os.environ.get("FJS_WARM_PRELOAD", "flwr.supernode.cli,numpy,jax,jax.numpy,flax.linen,optax,psutil")
 
 
 # --- wire format: 4-byte length + JSON; the shim's stdin/stdout/stderr travel as SCM_RIGHTS ---
@@ -54,6 +54,7 @@ def _receive(sock: socket.socket, with_fds: bool = False) -> tuple[dict | None, 
 def serve(path: str = SOCKET, preload: str = PRELOAD) -> None:
     for module in filter(None, preload.split(",")):
         importlib.import_module(module.strip())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -109,9 +110,16 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = request["argv"]
-        from flwr.supernode.cli import flwr_clientapp
+        if os.environ.get("FJS_PROFILE_DIR"):  # benchmarks: where each second of a call goes
+            import cProfile
 
-        flwr_clientapp()
+            profile = cProfile.Profile()
+            try:
+                profile.runcall(_flwr_clientapp)
+            finally:
+                profile.dump_stats(os.path.join(os.environ["FJS_PROFILE_DIR"], f"clientapp-{os.getpid()}.prof"))
+        else:
+            _flwr_clientapp()
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -121,6 +129,12 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _flwr_clientapp() -> None:
+    from flwr.supernode.cli import flwr_clientapp  # already imported, unless the preload is empty
+
+    flwr_clientapp()
 
 
 # --- the shim that stands in for `flwr-clientapp` ---

@@ -26,11 +26,20 @@ def test_replica_index_from_names(name, index):
     assert replica.index_from_name(name) == index
 
 
-def test_explicit_partition_id_wins_then_the_pod_index():
-    assert replica.partition_id({"PARTITION_ID": "4", "POD_INDEX": "1"}) == (4, "PARTITION_ID")
-    assert replica.partition_id({"POD_INDEX": "1"}) == (1, "POD_INDEX")
-    with pytest.raises(replica.ReplicaError, match="PARTITION_ID='x' is not an integer"):
-        replica.partition_id({"PARTITION_ID": "x"})
+def test_slot_and_partition_from_the_orchestrator():
+    # Kubernetes / compose replica k: slot k, partition k.
+    assert replica.identity({"POD_INDEX": "1"}) == replica.Identity(1, 1, "POD_INDEX")
+    # An explicit partition wins for the data; the key slot still follows the replica.
+    assert replica.identity({"PARTITION_ID": "4", "POD_INDEX": "1"}) == replica.Identity(1, 4, "POD_INDEX")
+    # A site given slots 5.. shares the global partition numbering ...
+    assert replica.identity({"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5"}) == replica.Identity(6, 6, "POD_INDEX")
+    # ... or splits its own data by replica.
+    site = {"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5", "FJS_PARTITION_BY": "replica"}
+    assert replica.identity(site) == replica.Identity(6, 1, "POD_INDEX")
+    # Processes: told everything explicitly.
+    assert replica.identity({"PARTITION_ID": "2", "FJS_NODE_SLOT": "2"}) == replica.Identity(2, 2, "FJS_NODE_SLOT")
+    with pytest.raises(replica.ReplicaError, match="FJS_SLOT_OFFSET='x' is not an integer"):
+        replica.identity({"POD_INDEX": "0", "FJS_SLOT_OFFSET": "x"})
 
 
 def test_node_config_carries_partition_dataset_and_overrides():
