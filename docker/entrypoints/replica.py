@@ -61,7 +61,8 @@ def replica_index(env) -> tuple[int, str] | None:
         return _integer(env["POD_INDEX"], "POD_INDEX"), "POD_INDEX"
     if _uses_docker_dns():
         name = docker_dns_name()
-        return index_from_name(name) - 1, f"Docker DNS name {name}"
+        if _INDEX.search(name.split(".", 1)[0]):  # `docker compose run` containers carry no index
+            return index_from_name(name) - 1, f"Docker DNS name {name}"
     hostname = socket.gethostname()
     if _INDEX.search(hostname):
         return index_from_name(hostname), f"hostname {hostname}"

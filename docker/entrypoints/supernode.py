@@ -16,17 +16,15 @@ Arguments after the image name are passed on to flower-supernode (never --insecu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
 from replica import ReplicaError, identity
-from supervise import run
 from warm_clientapp import install_shim
 
 REFUSAL_MARKERS = ["[code: 2004]", "[code: 2001]"]
@@ -87,20 +85,19 @@ def runtime_tls_args(env) -> list[str]:
             "--ssl-ca-certfile", str(made["ca_cert"])]
 
 
-def start_warm_clientapps(env) -> subprocess.Popen | None:
-    """Start this node's ClientApp zygote and put the `flwr-clientapp` shim first on PATH (README: Performance)."""
+def warm_clientapps(env) -> None:
+    """Put the `flwr-clientapp` shim first on PATH: ClientApps fork from a warm zygote (README: Performance)."""
     if env.get("FJS_WARM_CLIENTAPP", "1") == "0":
-        return None
+        return
     # The image ships the shim (its /tmp is noexec); elsewhere it is written into the node's run dir.
     bin_dir = Path(__file__).with_name("bin")
     if not (bin_dir / "flwr-clientapp").exists():
         real = shutil.which("flwr-clientapp")
         if real is None:
             print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
-            return None
+            return
         bin_dir = Path(install_shim(str(Path(env.get("FJS_RUN_DIR", "/tmp/fjs")) / "bin"), real))
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_clientapp.py"))])
 
 
 def main() -> None:
@@ -142,29 +139,19 @@ def main() -> None:
         *auth,
         *sys.argv[1:],
     ]  # fmt: skip
-    zygote = start_warm_clientapps(env)
-    code = run_until_accepted(argv, auth, float(env.get("FJS_AUTH_RETRY_SECONDS", "180")))
-    if zygote is not None:
-        zygote.terminate()
-    sys.exit(code)
-
-
-def run_until_accepted(argv: list[str], auth: list[str], retry_seconds: float) -> int:
-    """Run flower-supernode; while the SuperLink refuses activation, retry here (quietly, every 5 s)
-    instead of crash-looping the container, then give up with one line that says why."""
-    started = time.monotonic()
-    while True:
-        code, seen = run(argv, REFUSAL_MARKERS)
-        waited = time.monotonic() - started
-        if not seen or code == 0:
-            return code
-        if waited >= retry_seconds:
-            public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
-            print(f"supernode: error: {REFUSED_KEY.format(seconds=waited, public=public)}", flush=True)
-            return code
-        print(f"supernode: activation refused (key not registered yet, or an old session still online); "
-              f"retrying for up to {retry_seconds - waited:.0f} s more", flush=True)
-        time.sleep(5)
+    warm_clientapps(env)
+    public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
+    spec = {
+        "argv": argv,
+        "markers": REFUSAL_MARKERS,
+        "retry_seconds": float(env.get("FJS_AUTH_RETRY_SECONDS", "180")),
+        "retrying": "supernode: activation refused (key not registered yet, or an old session still online); "
+                    "retrying for up to {left:.0f} s more",
+        "explanation": "supernode: error: " + REFUSED_KEY.replace("{public}", public),
+    }
+    # Hand over to a stdlib-only supervisor, so the memory this set-up used is not kept for the node's life.
+    supervisor = str(Path(__file__).with_name("supervise.py"))
+    os.execv(sys.executable, [sys.executable, "-IS", supervisor, json.dumps(spec)])
 
 
 if __name__ == "__main__":

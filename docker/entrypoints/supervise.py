@@ -1,18 +1,26 @@
-"""Run a Flower component as a child, pass its output and signals through, and report which known
-failure markers it printed, so the entrypoint can retry or explain in the stack's terms.
+"""Run a Flower component as a child, pass its output and signals through, and explain its known
+failures in the stack's terms. Started by an entrypoint with `os.execv` once its set-up is done, so
+this small process (stdlib only) is what stays resident next to the component.
+
+    python3 -IS supervise.py '{"argv": [...], "markers": [...], "retry_seconds": 180,
+                               "retrying": "...", "explanation": "... {seconds:.0f} ..."}'
 
 Flower reports, for instance, an unregistered node key only as "[code: 2004] Failed to activate
-SuperNode" under a generic connection error. Being the parent (not exec) also lets a crash of the
-component be told from a stop of the container.
+SuperNode" under a generic connection error. While such a marker shows up, the component is retried
+quietly for `retry_seconds` (registration may still be running, or a crashed node's old session may
+still count as online) instead of crash-looping the container; then one line says why it gave up.
+Being the parent (not exec) also lets a crash of the component be told from a stop of the container.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 PID_FILE = Path("/tmp/flower-component.pid")
@@ -47,3 +55,21 @@ def run(argv: list[str], markers: list[str]) -> tuple[int, list[str]]:
         pass
     reader.join(timeout=10)
     return (128 - code if code < 0 else code), seen
+
+
+def run_until_accepted(spec: dict) -> int:
+    started = time.monotonic()
+    while True:
+        code, seen = run(spec["argv"], spec.get("markers", []))
+        waited = time.monotonic() - started
+        if not seen or code == 0:
+            return code
+        if waited >= spec.get("retry_seconds", 0):
+            print(spec["explanation"].format(seconds=waited), flush=True)
+            return code
+        print(spec["retrying"].format(left=spec["retry_seconds"] - waited), flush=True)
+        time.sleep(5)
+
+
+if __name__ == "__main__":
+    sys.exit(run_until_accepted(json.loads(sys.argv[1])))

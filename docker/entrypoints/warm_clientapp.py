@@ -3,20 +3,24 @@ libraries forks each `flwr-clientapp` instead of starting a fresh interpreter.
 
 Flower's subprocess isolation starts a new `flwr-clientapp` process for every message; about 2.5 s
 of CPU of each goes to importing flwr, JAX, Flax and optax before the App runs (see README:
-Performance). Here the SuperNode's entrypoint starts `serve` once; `flwr-clientapp` on the node's
-PATH is a small shim (`launch`) that hands its argv, environment, working directory and stdio to the
-zygote, which forks a child that runs Flower's own `flwr-clientapp` entry point. Every message still
-gets a fresh process that has never run App code (the zygote only imports libraries and never
-initialises an accelerator), and the shim falls back to the real `flwr-clientapp` if the zygote is
-not there.
+Performance). `flwr-clientapp` on the node's PATH is a small shim (`launch`) that hands its argv,
+environment, working directory and stdio to the zygote (`serve`), which forks a child that runs
+Flower's own `flwr-clientapp` entry point. Every message still gets a fresh process that has never
+run App code (the zygote only imports libraries and never initialises an accelerator).
+
+The zygote costs ~250 MB, so it is started by the first ClientApp call (which itself runs cold) and
+exits after FJS_WARM_IDLE_SECONDS (default 600) without calls: an idle node holds no zygote. When
+there is none, the shim runs the real `flwr-clientapp`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
 import selectors
+import subprocess
 import signal
 import socket
 import struct
@@ -52,9 +56,14 @@ def _receive(sock: socket.socket, with_fds: bool = False) -> tuple[dict | None, 
 
 # --- the zygote ---
 def serve(path: str = SOCKET, preload: str = PRELOAD) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = open(path + ".lock", "w")  # noqa: SIM115 (held for the zygote's lifetime)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another zygote serves this node
     for module in filter(None, preload.split(",")):
         importlib.import_module(module.strip())
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -63,9 +72,15 @@ def serve(path: str = SOCKET, preload: str = PRELOAD) -> None:
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
-    print(f"warm-clientapp: ready on {path} (preloaded {preload})", flush=True)
+    idle = float(os.environ.get("FJS_WARM_IDLE_SECONDS", "600"))
+    print(f"warm-clientapp: ready on {path} (preloaded {preload}; exits after {idle:.0f} s idle)", flush=True)
     while True:
-        for key, _ in selector.select():
+        events = selector.select(timeout=idle)
+        if not events and len(selector.get_map()) == 1:  # nothing asked, no child running
+            os.unlink(path)
+            print("warm-clientapp: idle, exiting", flush=True)
+            return
+        for key, _ in events:
             if key.data == "accept":
                 connection, _ = listener.accept()
                 _start_child(connection, selector, listener)
@@ -142,8 +157,9 @@ def launch(real_command: str) -> None:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(SOCKET)
-    except OSError:
-        os.execv(real_command, [real_command, *sys.argv[1:]])  # no zygote: plain Flower
+    except OSError:  # no zygote: start one for the next calls, run this one cold
+        _start_zygote()
+        os.execv(real_command, [real_command, *sys.argv[1:]])
     _send(client, {"argv": ["flwr-clientapp", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
     reply, _ = _receive(client)
     if reply is None or "pid" not in reply:
@@ -154,6 +170,13 @@ def launch(real_command: str) -> None:
     reply, _ = _receive(client)
     code = reply["exit"] if reply else 1
     sys.exit(128 - code if code < 0 else code)
+
+
+def _start_zygote() -> None:
+    """In the node's process group (it goes when the node goes), logging beside its socket."""
+    os.makedirs(os.path.dirname(SOCKET), exist_ok=True)
+    with open(SOCKET + ".log", "a") as log:  # noqa: PTH123
+        subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
 def install_shim(bin_dir: str, real_command: str) -> str:

@@ -42,12 +42,18 @@ def test_exit_codes_and_errors_come_back_through_the_shim(zygote):
     assert done.returncode == 2 and "flwr-clientapp: error: one of the arguments --token" in done.stderr
 
 
-def test_without_a_zygote_the_shim_runs_the_real_command(tmp_path):
+def test_without_a_zygote_the_call_runs_cold_and_starts_one_that_leaves_when_idle(tmp_path):
     sys.path.insert(0, str(ENTRYPOINTS))
     from warm_clientapp import install_shim
 
     real = flower_command("flwr-clientapp")
     shim = os.path.join(install_shim(str(tmp_path / "bin"), real), "flwr-clientapp")
-    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "nothing-here")}
+    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "run"), "FJS_WARM_IDLE_SECONDS": "2"}
     done = subprocess.run([shim, "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
+    log = tmp_path / "run" / "warm-clientapp.sock.log"
+    deadline = time.monotonic() + 60
+    while "warm-clientapp: idle, exiting" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the zygote started by the first call never left"
+        time.sleep(0.5)
+    assert "warm-clientapp: ready" in log.read_text()
