@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--dir", type=Path, default=HERE)
     register.add_argument("--address", default="superlink:9093", help="SuperLink Control API host:port")
     register.add_argument("--ca", type=Path, help="CA certificate (default: DIR/ca.crt)")
+    register.add_argument("--done-file", type=Path,
+                          help="afterwards, write the registered key names here (nodes waiting for registration watch it)")
     register.set_defaults(handler=_register)
 
     k8s = commands.add_parser("k8s-init", help="in a Kubernetes Job: create the TLS Secret and node keys if absent")
@@ -173,6 +175,8 @@ def _register(args) -> int:
         raise tls.CertError(f"no node-keys/node-*.pub in {args.dir}: create them with `python -m certs node-keys`")
     added, known = register_keys(keys, args.address, args.ca or args.dir / "ca.crt")
     print(f"certs: registered {len(added)} node keys at {args.address} ({len(known)} were already registered)")
+    if args.done_file:
+        files.write(args.done_file, "".join(f"{key.stem}\n" for key in keys).encode(), 0o644)
     return 0
 
 

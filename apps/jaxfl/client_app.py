@@ -7,6 +7,7 @@ partitions, chosen by the ServerApp). Bad settings or data become one error line
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass
 from logging import ERROR
@@ -91,6 +92,10 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
             "data-s": job.data_seconds,
             "work-s": time.perf_counter() - started,
             "call-s": time.time() - psutil.Process().create_time(),
+            # Peak resident memory of this ClientApp process, and what it holds on its own (USS): a
+            # ClientApp forked from the node's zygote shares the zygote's libraries.
+            "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "uss-mb": psutil.Process().memory_full_info().uss / 2**20,
         }
     )
     return Message(content=content, reply_to=msg)

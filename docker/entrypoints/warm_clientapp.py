@@ -8,9 +8,14 @@ environment, working directory and stdio to the zygote (`serve`), which forks a 
 Flower's own `flwr-clientapp` entry point. Every message still gets a fresh process that has never
 run App code (the zygote only imports libraries and never initialises an accelerator).
 
-The zygote costs ~250 MB, so it is started by the first ClientApp call (which itself runs cold) and
-exits after FJS_WARM_IDLE_SECONDS (default 600) without calls: an idle node holds no zygote. When
-there is none, the shim runs the real `flwr-clientapp`.
+The zygote costs ~250 MB, so it is started by the first ClientApp call, which waits for it (at most
+FJS_WARM_START_SECONDS, default 120) rather than import everything a second time in parallel, and
+it exits after FJS_WARM_IDLE_SECONDS (default 600) without calls: an idle node holds no zygote. If
+none can be reached, the shim runs the real `flwr-clientapp`.
+
+FJS_HOST_CLIENTAPPS=k lets at most k ClientApps (and zygote starts) run at once among all nodes that
+share FJS_HOST_SLOTS_DIR (compose: the node-cache volume, i.e. one host). Many nodes on few cores
+train no faster side by side than k at a time, but each running call holds its own memory.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 
 SOCKET = os.path.join(os.environ.get("FJS_RUN_DIR", "/tmp/fjs"), "warm-clientapp.sock")
@@ -154,11 +160,9 @@ def _flwr_clientapp() -> None:
 
 # --- the shim that stands in for `flwr-clientapp` ---
 def launch(real_command: str) -> None:
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(SOCKET)
-    except OSError:  # no zygote: start one for the next calls, run this one cold
-        _start_zygote()
+    _take_host_slot()
+    client = _connect_or_start_zygote()
+    if client is None:  # no zygote could be had: run this call cold
         os.execv(real_command, [real_command, *sys.argv[1:]])
     _send(client, {"argv": ["flwr-clientapp", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
     reply, _ = _receive(client)
@@ -172,11 +176,53 @@ def launch(real_command: str) -> None:
     sys.exit(128 - code if code < 0 else code)
 
 
-def _start_zygote() -> None:
+def _take_host_slot() -> int | None:
+    """Wait for one of FJS_HOST_CLIENTAPPS lock files; the lock lives as long as this process (and its exec)."""
+    limit = int(os.environ.get("FJS_HOST_CLIENTAPPS") or 0)
+    if limit <= 0:
+        return None
+    folder = os.environ.get("FJS_HOST_SLOTS_DIR", "/home/flwr/cache/clientapp-slots")
+    os.makedirs(folder, exist_ok=True)
+    while True:
+        for slot in range(limit):
+            fd = os.open(os.path.join(folder, f"slot-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            os.set_inheritable(fd, True)  # still held by a cold `flwr-clientapp` this process execs into
+            return fd
+        time.sleep(0.1)
+
+
+def _connect_or_start_zygote() -> socket.socket | None:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(SOCKET)
+        return client
+    except OSError:
+        pass
+    zygote = _start_zygote()
+    deadline = time.monotonic() + float(os.environ.get("FJS_WARM_START_SECONDS", "120"))
+    while time.monotonic() < deadline:
+        # Exit code 0: another call's zygote holds the lock and will open the socket; otherwise it failed.
+        if zygote.poll() not in (None, 0):
+            return None
+        try:
+            client.connect(SOCKET)
+            return client
+        except OSError:
+            time.sleep(0.05)
+    return None
+
+
+def _start_zygote() -> subprocess.Popen:
     """In the node's process group (it goes when the node goes), logging beside its socket."""
     os.makedirs(os.path.dirname(SOCKET), exist_ok=True)
     with open(SOCKET + ".log", "a") as log:  # noqa: PTH123
-        subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log)
 
 
 def install_shim(bin_dir: str, real_command: str) -> str:

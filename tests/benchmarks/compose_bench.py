@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -85,16 +86,31 @@ def image_sizes() -> dict[str, float]:
     return sizes
 
 
-def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[float, FlwrCli]:
+def activation_times(stack: ComposeStack) -> list[float]:
+    """When each SuperNode was activated by the SuperLink: its `SuperNode ID` log line, Docker's clock."""
+    times = []
+    for container in stack.service_containers("supernode"):
+        out = subprocess.run(["docker", "logs", "-t", container], capture_output=True, text=True).stdout
+        line = next((line for line in out.splitlines() if "SuperNode ID" in line), None)
+        if line:
+            stamp = line.split()[0].rstrip("Z")[:26]  # RFC 3339 with ns; keep microseconds
+            times.append(datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp())
+    return times
+
+
+def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli]:
+    """Seconds from `up` until the last of N nodes was activated (its own log), and until `flwr ls` saw all N
+    online (that adds the CLI's own start-up and polling)."""
     certs = Path(stack.env["FJS_CERTS_DIR"])
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     stack.up(nodes)
     write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=home)
     cli = FlwrCli(flwr_home=home)
     while True:
         try:
             if len(cli.online_nodes()) >= nodes:
-                return time.monotonic() - started, cli
+                seen = time.monotonic() - started
+                return {"activated_s": max(activation_times(stack)) - wall_started, "seen_by_cli_s": seen}, cli
         except FlwrError:
             pass
         if time.monotonic() - started > 600:
@@ -117,9 +133,12 @@ def main() -> None:
     parser.add_argument("--fraction-train", type=float, default=1.0)
     parser.add_argument("--seed", action="store_true", help="also run the seed tutorial's code path")
     parser.add_argument("--bring-up-only", action="store_true")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="compose setting, e.g. FJS_HOST_CLIENTAPPS=4 (README: Performance)")
     args = parser.parse_args()
     fractions = f"fraction-train={args.fraction_train} fraction-evaluate={args.fraction_train}"
-    result: dict = {"nodes": args.nodes, "rounds": args.rounds, "fraction_train": args.fraction_train,
+    settings = dict(item.split("=", 1) for item in args.env)
+    result: dict = {"nodes": args.nodes, "rounds": args.rounds, "fraction_train": args.fraction_train, "env": settings,
                     "image_sizes_mb": image_sizes()}
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -128,13 +147,14 @@ def main() -> None:
         stack = ComposeStack(project="fjs-bench", files=("compose.yaml", "compose.offline.yaml"), env={
             "FJS_NODE_VARIANT": "cpu", "FJS_CERTS_DIR": str(scratch / "certs"), "FJS_OUTPUTS_DIR": str(scratch / "outputs"),
             "FJS_DATASET_FILE": str(dataset), "FJS_CONTROL_PORT": str(free_ports(1)[0]),
-            "FJS_NODE_SLOTS": str(max(16, args.nodes)),
+            "FJS_NODE_SLOTS": str(max(16, args.nodes)), **settings,
         })
         stack.down()
         try:
             with MemorySampler(stack.project) as idle:
-                result["bring_up_s"], cli = bring_up(stack, args.nodes, scratch / "home")
-                print(f"bring-up: {args.nodes} SuperNodes connected {result['bring_up_s']:.1f} s after `up`", flush=True)
+                result["bring_up"], cli = bring_up(stack, args.nodes, scratch / "home")
+                print(f"bring-up: all {args.nodes} SuperNodes activated {result['bring_up']['activated_s']:.1f} s after "
+                      f"`up` (seen online by `flwr ls` after {result['bring_up']['seen_by_cli_s']:.1f} s)", flush=True)
                 time.sleep(15)  # idle: connected, no run
             result["idle_memory"] = _by_service(idle.peaks)
             if not args.bring_up_only:
@@ -149,7 +169,8 @@ def main() -> None:
                     result["variants"][name] = {"rounds": rows, "steady_round_s": report.steady(rows),
                                                 "memory": _by_service(busy.peaks)}
                     print(f"== {name}: {args.nodes} nodes x {args.rounds} rounds")
-                    print(report.table(rows, ["round", "wall_s", "slowest_call_s", "results", "failures", "eval_acc"]))
+                    print(report.table(rows, ["round", "wall_s", "slowest_call_s", "results", "failures", "eval_acc",
+                                              "clientapp_peak_rss_mb", "clientapp_uss_mb"]))
         finally:
             stack.down()
 
@@ -162,7 +183,7 @@ def main() -> None:
         ratio = result["variants"]["ours"]["steady_round_s"] / result["variants"]["seed code path"]["steady_round_s"]
         result["ratio_ours_to_seed"] = ratio
         print(f"ratio ours / seed code path: {ratio:.2f} (goal <= 0.20)")
-    print(f"wrote {report.save(f'compose_{args.nodes}', result)}")
+    print(f"wrote {report.save(f'compose_{args.nodes}' + ('_bring_up' if args.bring_up_only else ''), result)}")
 
 
 if __name__ == "__main__":

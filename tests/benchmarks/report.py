@@ -58,7 +58,8 @@ def round_rows(metrics: dict) -> list[dict]:
     """Per round: wall time and the slowest ClientApp call (as its reply reports it)."""
     rows = []
     for record in metrics["rounds"]:
-        calls = [n.get("call-s", 0.0) for stage in ("train", "evaluate") for n in record.get(stage, {}).get("nodes", [])]
+        nodes = [n for stage in ("train", "evaluate") for n in record.get(stage, {}).get("nodes", [])]
+        calls = [n.get("call-s", 0.0) for n in nodes]
         rows.append({
             "round": record["round"],
             "wall_s": record["wall_s"],
@@ -66,6 +67,8 @@ def round_rows(metrics: dict) -> list[dict]:
             "results": record["train"]["results"],
             "failures": record["train"]["failures"] + record["evaluate"]["failures"],
             "eval_acc": record["evaluate"]["metrics"].get("eval_acc"),
+            "clientapp_peak_rss_mb": max((n.get("peak-rss-mb", 0.0) for n in nodes), default=0.0),
+            "clientapp_uss_mb": max((n.get("uss-mb", 0.0) for n in nodes), default=0.0),
         })
     return rows
 

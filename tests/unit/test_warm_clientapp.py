@@ -42,18 +42,43 @@ def test_exit_codes_and_errors_come_back_through_the_shim(zygote):
     assert done.returncode == 2 and "flwr-clientapp: error: one of the arguments --token" in done.stderr
 
 
-def test_without_a_zygote_the_call_runs_cold_and_starts_one_that_leaves_when_idle(tmp_path):
+def _shim(tmp_path):
     sys.path.insert(0, str(ENTRYPOINTS))
     from warm_clientapp import install_shim
 
-    real = flower_command("flwr-clientapp")
-    shim = os.path.join(install_shim(str(tmp_path / "bin"), real), "flwr-clientapp")
+    return os.path.join(install_shim(str(tmp_path / "bin"), flower_command("flwr-clientapp")), "flwr-clientapp")
+
+
+def test_the_first_call_starts_a_zygote_is_served_by_it_and_the_zygote_leaves_when_idle(tmp_path):
     env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "run"), "FJS_WARM_IDLE_SECONDS": "2"}
-    done = subprocess.run([shim, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([_shim(tmp_path), "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
     log = tmp_path / "run" / "warm-clientapp.sock.log"
+    assert "warm-clientapp: ready" in log.read_text(), "the call returned before the zygote it waited for was up"
     deadline = time.monotonic() + 60
-    while "warm-clientapp: idle, exiting" not in (log.read_text() if log.exists() else ""):
+    while "warm-clientapp: idle, exiting" not in log.read_text():
         assert time.monotonic() < deadline, "the zygote started by the first call never left"
         time.sleep(0.5)
-    assert "warm-clientapp: ready" in log.read_text()
+
+
+def test_a_zygote_that_cannot_start_leaves_the_call_to_run_cold(tmp_path):
+    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "run"), "FJS_WARM_PRELOAD": "no_such_module_here"}
+    done = subprocess.run([_shim(tmp_path), "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
+    assert "No module named 'no_such_module_here'" in (tmp_path / "run" / "warm-clientapp.sock.log").read_text()
+
+
+def test_a_host_wide_limit_holds_a_call_until_a_slot_is_free(zygote, tmp_path):
+    import fcntl
+
+    env, shim = zygote
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    env = {**env, "FJS_HOST_CLIENTAPPS": "1", "FJS_HOST_SLOTS_DIR": str(slots)}
+    with open(slots / "slot-0.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another node's call is running
+        waiting = subprocess.Popen([shim, "--help"], env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        assert waiting.poll() is None, "the call ran although the host's only slot was taken"
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and "Run a Flower ClientApp" in out
