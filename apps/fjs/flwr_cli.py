@@ -69,7 +69,10 @@ class FlwrCli:
         """Block until the run is finished; returns its `flwr ls` entry (status 'finished:<outcome>')."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self.run_info(run_id)
+            try:
+                info = self.run_info(run_id)
+            except (FlwrError, subprocess.TimeoutExpired):  # a busy host or a restarting SuperLink: ask again
+                continue
             if str(info["status"]).startswith("finished"):
                 return info
             time.sleep(poll)

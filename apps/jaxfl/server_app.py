@@ -57,6 +57,7 @@ def main(grid: Grid, context: Context) -> None:
         num_rounds=settings.num_server_rounds,
         train_config=ConfigRecord({"num-partitions": num_partitions}),
         evaluate_config=ConfigRecord({"num-partitions": num_partitions}),
+        timeout=settings.round_timeout,
     )
 
     trained = any(r.get("train", {}).get("results") for r in summary["rounds"])

@@ -55,6 +55,7 @@ class RunSettings:
     fraction_train: float
     fraction_evaluate: float
     min_nodes: int
+    round_timeout: float  # seconds each train/evaluate stage waits for replies
     num_partitions: int  # 0: one partition per SuperNode connected when the run starts
     dataset: str
     output_dir: str
@@ -71,6 +72,7 @@ class RunSettings:
             fraction_train=_number(run_config, "fraction-train", float, 0.0, 1.0, where),
             fraction_evaluate=_number(run_config, "fraction-evaluate", float, 0.0, 1.0, where),
             min_nodes=_number(run_config, "min-nodes", int, 1, None, where),
+            round_timeout=_number(run_config, "round-timeout", float, 1.0, None, where),
             num_partitions=_number(run_config, "num-partitions", int, 0, None, where),
             dataset=_text(run_config, "dataset", where),
             output_dir=_text(run_config, "output-dir", where),

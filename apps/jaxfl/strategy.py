@@ -20,34 +20,45 @@ class RecordedFedAvg(FedAvg):
         self.rounds: list[dict] = []
         self._on_round_end = on_round_end
         self._round_started = 0.0
+        self._sent = {"train": 0, "evaluate": 0}
 
     def configure_train(self, server_round, arrays, config, grid):
         self._round_started = time.perf_counter()
         self.rounds.append({"round": server_round})
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._sent["train"] = len(messages)
+        return messages
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self._sent["evaluate"] = len(messages)
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
-        self.rounds[-1]["train"] = _summary(replies, metrics)
+        self.rounds[-1]["train"] = _summary(replies, metrics, self._sent["train"])
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         metrics = super().aggregate_evaluate(server_round, replies)
         record = self.rounds[-1]
-        record["evaluate"] = _summary(replies, metrics)
+        record["evaluate"] = _summary(replies, metrics, self._sent["evaluate"])
         record["wall_s"] = round(time.perf_counter() - self._round_started, 3)
         self._on_round_end(record)
         return metrics
 
 
-def _summary(replies: list[Message], metrics) -> dict:
+def _summary(replies: list[Message], metrics, sent: int) -> dict:
+    """Failures are error replies plus messages with no reply within round-timeout (`no_reply`)."""
     ok = [reply for reply in replies if not reply.has_error()]
     failed = [reply for reply in replies if reply.has_error()]
+    no_reply = max(0, sent - len(replies))
     return {
         "results": len(ok),
-        "failures": len(failed),
+        "failures": len(failed) + no_reply,
+        "no_reply": no_reply,
         "metrics": dict(metrics or {}),
         "nodes": [
             {"node_id": reply.metadata.src_node_id, **dict(reply.content.config_records.get("node", {}))}

@@ -12,10 +12,6 @@ The zygote costs ~250 MB, so it is started by the first ClientApp call, which wa
 FJS_WARM_START_SECONDS, default 120) rather than import everything a second time in parallel, and
 it exits after FJS_WARM_IDLE_SECONDS (default 600) without calls: an idle node holds no zygote. If
 none can be reached, the shim runs the real `flwr-clientapp`.
-
-FJS_HOST_CLIENTAPPS=k lets at most k ClientApps (and zygote starts) run at once among all nodes that
-share FJS_HOST_SLOTS_DIR (compose: the node-cache volume, i.e. one host). Many nodes on few cores
-train no faster side by side than k at a time, but each running call holds its own memory.
 """
 
 from __future__ import annotations
@@ -160,7 +156,6 @@ def _flwr_clientapp() -> None:
 
 # --- the shim that stands in for `flwr-clientapp` ---
 def launch(real_command: str) -> None:
-    _take_host_slot()
     client = _connect_or_start_zygote()
     if client is None:  # no zygote could be had: run this call cold
         os.execv(real_command, [real_command, *sys.argv[1:]])
@@ -174,26 +169,6 @@ def launch(real_command: str) -> None:
     reply, _ = _receive(client)
     code = reply["exit"] if reply else 1
     sys.exit(128 - code if code < 0 else code)
-
-
-def _take_host_slot() -> int | None:
-    """Wait for one of FJS_HOST_CLIENTAPPS lock files; the lock lives as long as this process (and its exec)."""
-    limit = int(os.environ.get("FJS_HOST_CLIENTAPPS") or 0)
-    if limit <= 0:
-        return None
-    folder = os.environ.get("FJS_HOST_SLOTS_DIR", "/home/flwr/cache/clientapp-slots")
-    os.makedirs(folder, exist_ok=True)
-    while True:
-        for slot in range(limit):
-            fd = os.open(os.path.join(folder, f"slot-{slot}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            os.set_inheritable(fd, True)  # still held by a cold `flwr-clientapp` this process execs into
-            return fd
-        time.sleep(0.1)
 
 
 def _connect_or_start_zygote() -> socket.socket | None:

@@ -35,10 +35,11 @@ UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6,
 
 
 class MemorySampler:
-    """Peak memory per container from `docker stats`, sampled in the background."""
+    """Peak memory per container and the project's total CPU (% of one core) from `docker stats`, sampled
+    in the background."""
 
     def __init__(self, project: str) -> None:
-        self.project, self.peaks, self._stop = project, {}, threading.Event()
+        self.project, self.peaks, self.cpu, self._stop = project, {}, [], threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "MemorySampler":
@@ -53,11 +54,14 @@ class MemorySampler:
         while not self._stop.is_set():
             out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}"],
                                  capture_output=True, text=True).stdout
+            total_cpu = 0.0
             for line in out.splitlines():
                 row = json.loads(line)
                 if row["Name"].startswith(f"{self.project}-"):
                     used = _bytes(row["MemUsage"].split("/")[0])
                     self.peaks[row["Name"]] = max(self.peaks.get(row["Name"], 0), used)
+                    total_cpu += float(row["CPUPerc"].rstrip("%") or 0)
+            self.cpu.append(total_cpu)
 
 
 def _bytes(text: str) -> float:
@@ -133,8 +137,10 @@ def main() -> None:
     parser.add_argument("--fraction-train", type=float, default=1.0)
     parser.add_argument("--seed", action="store_true", help="also run the seed tutorial's code path")
     parser.add_argument("--bring-up-only", action="store_true")
+    parser.add_argument("--again", action="store_true",
+                        help="run our App a second time on the same stack (node caches warm: time to first round)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="compose setting, e.g. FJS_HOST_CLIENTAPPS=4 (README: Performance)")
+                        help="compose setting, e.g. FJS_WARM_IDLE_SECONDS=10 (README: Performance)")
     args = parser.parse_args()
     fractions = f"fraction-train={args.fraction_train} fraction-evaluate={args.fraction_train}"
     settings = dict(item.split("=", 1) for item in args.env)
@@ -151,14 +157,17 @@ def main() -> None:
         })
         stack.down()
         try:
+            result["bring_up"], cli = bring_up(stack, args.nodes, scratch / "home")  # unsampled: `docker stats` costs CPU
+            print(f"bring-up: all {args.nodes} SuperNodes activated {result['bring_up']['activated_s']:.1f} s after "
+                  f"`up` (seen online by `flwr ls` after {result['bring_up']['seen_by_cli_s']:.1f} s)", flush=True)
             with MemorySampler(stack.project) as idle:
-                result["bring_up"], cli = bring_up(stack, args.nodes, scratch / "home")
-                print(f"bring-up: all {args.nodes} SuperNodes activated {result['bring_up']['activated_s']:.1f} s after "
-                      f"`up` (seen online by `flwr ls` after {result['bring_up']['seen_by_cli_s']:.1f} s)", flush=True)
-                time.sleep(15)  # idle: connected, no run
+                time.sleep(30)  # idle: connected, no run
             result["idle_memory"] = _by_service(idle.peaks)
+            result["idle_cpu_percent_of_one_core"] = sum(idle.cpu) / max(1, len(idle.cpu))
             if not args.bring_up_only:
                 variants = {"ours": report.REPO}
+                if args.again:
+                    variants["ours, second run"] = report.REPO
                 if args.seed:
                     variants["seed code path"] = seed_app.build(scratch)
                 result["variants"] = {}
@@ -175,7 +184,8 @@ def main() -> None:
             stack.down()
 
     print("\nimage sizes (MB):", ", ".join(f"{k} {v:.0f}" for k, v in result["image_sizes_mb"].items()))
-    print("idle memory (MiB):", ", ".join(f"{s} max {m['max_mib']:.0f}" for s, m in result["idle_memory"].items()))
+    print("idle memory (MiB):", ", ".join(f"{s} max {m['max_mib']:.0f}" for s, m in result["idle_memory"].items()),
+          f"; idle CPU, all containers: {result['idle_cpu_percent_of_one_core']:.0f}% of one core")
     for name, variant in result.get("variants", {}).items():
         print(f"{name}: steady round {variant['steady_round_s']:.1f} s; peak memory (MiB): "
               + ", ".join(f"{s} max {m['max_mib']:.0f} total {m['total_mib']:.0f}" for s, m in variant["memory"].items()))

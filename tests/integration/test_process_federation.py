@@ -103,3 +103,27 @@ def test_an_unregistered_node_key_is_refused_and_joins_once_registered(federatio
     running.register([5])
     running.start_node(5)
     cli.wait_for_nodes(4, timeout=90)
+
+
+def test_a_node_that_never_replies_costs_one_failure_after_round_timeout(federation):
+    import signal
+
+    import psutil
+
+    running, cli = federation
+    online = len(cli.online_nodes())  # earlier tests may have added a node
+    node = psutil.Process(running.processes["supernode-2"].pid)
+    frozen = [node, *node.children(recursive=True)]
+    for process in frozen:  # alive and still counted online, but it never pulls its messages
+        process.send_signal(signal.SIGSTOP)
+    try:
+        run_id = cli.start_run(f"num-server-rounds=1 round-timeout=15 {EVERY_NODE}")
+        assert cli.wait(run_id, timeout=300)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
+    finally:
+        for process in frozen:
+            process.send_signal(signal.SIGCONT)
+    [record] = run_metrics(running.outputs, run_id)["rounds"]
+    for stage in ("train", "evaluate"):
+        summary, errors = record[stage], len(record[stage]["errors"])  # a node added earlier may reply with an error
+        assert summary["no_reply"] == 1 and summary["failures"] == errors + 1, record
+        assert summary["results"] + errors == online - 1, record

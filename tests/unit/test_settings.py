@@ -10,6 +10,7 @@ GOOD = {
     "fraction-train": 1.0,
     "fraction-evaluate": 0.5,
     "min-nodes": 2,
+    "round-timeout": 600,
     "num-partitions": 0,
     "dataset": "ylecun/mnist",
     "output-dir": "outputs",
@@ -37,6 +38,7 @@ def test_the_shipped_run_config_parses():
         ("fraction-train", 1.5, "'fraction-train' must be between 0.0 and 1.0"),
         ("num-server-rounds", 0, "'num-server-rounds' must be >= 1"),
         ("dataset", "", "'dataset' must be a non-empty string"),
+        ("round-timeout", 0, "'round-timeout' must be >= 1.0"),
     ],
 )
 def test_bad_run_config_values_fail_with_one_line_naming_the_key(key, value, expected):

@@ -67,18 +67,3 @@ def test_a_zygote_that_cannot_start_leaves_the_call_to_run_cold(tmp_path):
     assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
     assert "No module named 'no_such_module_here'" in (tmp_path / "run" / "warm-clientapp.sock.log").read_text()
 
-
-def test_a_host_wide_limit_holds_a_call_until_a_slot_is_free(zygote, tmp_path):
-    import fcntl
-
-    env, shim = zygote
-    slots = tmp_path / "slots"
-    slots.mkdir()
-    env = {**env, "FJS_HOST_CLIENTAPPS": "1", "FJS_HOST_SLOTS_DIR": str(slots)}
-    with open(slots / "slot-0.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another node's call is running
-        waiting = subprocess.Popen([shim, "--help"], env=env, stdout=subprocess.PIPE, text=True)
-        time.sleep(2)
-        assert waiting.poll() is None, "the call ran although the host's only slot was taken"
-    out, _ = waiting.communicate(timeout=60)
-    assert waiting.returncode == 0 and "Run a Flower ClientApp" in out
