@@ -34,6 +34,9 @@ def test_compose_federation_scales_from_three_to_five_nodes(stack_factory, tmp_p
     write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=tmp_path)
     cli = FlwrCli(flwr_home=tmp_path)
     cli.wait_for_nodes(3, timeout=180)
+    # Nodes start beside the SuperLink but connect only after `register` wrote its done file.
+    node_logs = stack.logs("supernode")
+    assert "did not appear" not in node_logs and "activation refused" not in node_logs, node_logs[-2000:]
 
     # Three replicas, three partitions, told apart by nothing but their replica index.
     run_id = _run(cli, nodes=3)
