@@ -123,7 +123,11 @@ def test_a_node_that_never_replies_costs_one_failure_after_round_timeout(federat
         for process in frozen:
             process.send_signal(signal.SIGCONT)
     [record] = run_metrics(running.outputs, run_id)["rounds"]
-    for stage in ("train", "evaluate"):
-        summary, errors = record[stage], len(record[stage]["errors"])  # a node added earlier may reply with an error
-        assert summary["no_reply"] == 1 and summary["failures"] == errors + 1, record
-        assert summary["results"] + errors == online - 1, record
+    train = record["train"]
+    errors = len(train["errors"])  # a node added by an earlier test may reply with an error
+    assert train["no_reply"] == 1 and train["failures"] == errors + 1, record
+    assert train["results"] + errors == online - 1, record
+    # By evaluation the frozen node may have been marked offline (then Flower replies with an error
+    # for it, or does not sample it): whichever, a failure is an error reply or a missing one.
+    evaluate = record["evaluate"]
+    assert evaluate["failures"] == len(evaluate["errors"]) + evaluate["no_reply"], record
