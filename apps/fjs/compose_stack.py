@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,13 @@ class ComposeStack:
     def inspect(self, container: str) -> dict:
         out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True).stdout
         return json.loads(out)[0]
+
+    def activations(self, container: str) -> list[float]:
+        """Wall-clock times at which a SuperNode container was activated by the SuperLink: its `SuperNode ID`
+        log lines, stamped by Docker."""
+        out = subprocess.run(["docker", "logs", "-t", container], capture_output=True, text=True).stdout
+        return [datetime.fromisoformat(line.split()[0].rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp()
+                for line in out.splitlines() if "SuperNode ID" in line]  # RFC 3339 in ns; keep microseconds
 
     def service_containers(self, service: str) -> list[str]:
         return sorted(c["Names"] for c in self.containers(all_states=False) if f"-{service}-" in c["Names"])

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -90,18 +89,6 @@ def image_sizes() -> dict[str, float]:
     return sizes
 
 
-def activation_times(stack: ComposeStack) -> list[float]:
-    """When each SuperNode was activated by the SuperLink: its `SuperNode ID` log line, Docker's clock."""
-    times = []
-    for container in stack.service_containers("supernode"):
-        out = subprocess.run(["docker", "logs", "-t", container], capture_output=True, text=True).stdout
-        line = next((line for line in out.splitlines() if "SuperNode ID" in line), None)
-        if line:
-            stamp = line.split()[0].rstrip("Z")[:26]  # RFC 3339 with ns; keep microseconds
-            times.append(datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc).timestamp())
-    return times
-
-
 def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli]:
     """Seconds from `up` until the last of N nodes was activated (its own log), and until `flwr ls` saw all N
     online (that adds the CLI's own start-up and polling)."""
@@ -114,7 +101,8 @@ def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli
         try:
             if len(cli.online_nodes()) >= nodes:
                 seen = time.monotonic() - started
-                return {"activated_s": max(activation_times(stack)) - wall_started, "seen_by_cli_s": seen}, cli
+                first = [min(stack.activations(c)) for c in stack.service_containers("supernode")]
+                return {"activated_s": max(first) - wall_started, "seen_by_cli_s": seen}, cli
         except FlwrError:
             pass
         if time.monotonic() - started > 600:

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,6 @@ def _one_off_node(stack, *args: str, env: dict[str, str] = {}, mounts: tuple[str
         timeout=300,
     )
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
-
-
-def _activated_at(container: str) -> list[float]:
-    """Wall-clock times of the container's `SuperNode ID` log lines (each activation by the SuperLink)."""
-    out = subprocess.run(["docker", "logs", "-t", container], capture_output=True, text=True).stdout
-    return [datetime.fromisoformat(line.split()[0].rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp()
-            for line in out.splitlines() if "SuperNode ID" in line]
 
 
 def _error_line(output: str) -> str:
@@ -125,7 +117,7 @@ def test_a_supernode_killed_in_round_one_costs_one_failure_and_comes_back(stack_
     partition = re.findall(r"supernode: partition-id=(\d+)", subprocess.run(
         ["docker", "logs", victim], capture_output=True, text=True).stdout)
     assert len(set(partition)) == 1 and len(partition) >= 2
-    activations = _activated_at(victim)  # its own log: each time the SuperLink activated it
+    activations = stack.activations(victim)  # its own log: each time the SuperLink activated it
     assert len(activations) >= 2, "the restarted node was activated again"
     back = activations[-1] - killed_at
     offline = f"seen offline {dropped:.0f} s after the kill" if dropped is not None else "never seen offline by polling"
