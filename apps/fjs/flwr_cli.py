@@ -92,15 +92,16 @@ class FlwrCli:
     def online_nodes(self) -> list[dict]:
         return [node for node in self.nodes() if node.get("status") == "online"]
 
-    def wait_for_nodes(self, count: int, timeout: float = 120) -> list[dict]:
+    def wait_for_nodes(self, count: int, timeout: float = 120, exactly: bool = False) -> list[dict]:
+        """Until `count` SuperNodes are online (at least, or `exactly` that many)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 online = self.online_nodes()
             except FlwrError:
                 online = []  # SuperLink still starting
-            if len(online) >= count:
+            if len(online) == count or (len(online) > count and not exactly):
                 return online
             if time.monotonic() > deadline:
-                raise FlwrError(f"only {len(online)} of {count} SuperNodes connected within {timeout:.0f} s")
+                raise FlwrError(f"{len(online)} SuperNodes online, not {count}, after {timeout:.0f} s")
             time.sleep(1)

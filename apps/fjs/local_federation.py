@@ -28,7 +28,6 @@ from certs import node_keys, tls
 from certs.register import register_keys
 
 from .connection import ConnectionProblem, probe, write_connection
-from .flwr_cli import flower_command
 
 ENTRYPOINTS = Path(__file__).resolve().parents[2] / "docker" / "entrypoints"
 
@@ -76,8 +75,9 @@ class LocalFederation:
         if not (self.certs / "ca.crt").exists():
             tls.generate(self.certs, sans=[])
         node_keys.generate(self.certs, 0, self.nodes, if_absent=True)
+        # The container's entrypoint: the same certificate check and Flower tuning as in compose/Kubernetes.
         self._spawn("superlink", "state", [
-            flower_command("flower-superlink"),
+            sys.executable, str(ENTRYPOINTS / "superlink.py"),
             "--ssl-ca-certfile", str(self.certs / "ca.crt"),
             "--ssl-certfile", str(self.certs / "server.pem"),
             "--ssl-keyfile", str(self.certs / "server.key"),
@@ -87,7 +87,7 @@ class LocalFederation:
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
             "--disable-runtime-dependency-installation",
             "--enable-supernode-auth",
-        ])  # fmt: skip
+        ], {"FJS_CERTS": str(self.certs)})  # fmt: skip
         self.wait_for_superlink()
         self.register(range(self.nodes))
         self._spawn(

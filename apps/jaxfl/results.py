@@ -25,6 +25,7 @@ def write_plot(out_dir: Path, rounds: list[dict]) -> Path:
 
     matplotlib.use("Agg")  # no display on servers
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for stage, prefix in (("train", "train"), ("evaluate", "eval")):
@@ -34,6 +35,7 @@ def write_plot(out_dir: Path, rounds: list[dict]) -> Path:
         accuracy_axis.plot(numbers, [m[f"{prefix}_acc"] for _, m in points], marker="o", label=stage)
     for axis, title in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
         axis.set(title=title, xlabel="round")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole rounds only
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

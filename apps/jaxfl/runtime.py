@@ -33,7 +33,7 @@ def device_report() -> str:
     device = jax.devices()[0]
     description = f"{device.platform}:{device.id} ({device.device_kind})"
     if device.platform == "cpu" and _cuda_expected():
-        log(WARNING, "No GPU visible to JAX: training on CPU. Check the NVIDIA runtime (README: GPU).")
+        log(WARNING, "No GPU visible to JAX: training on CPU. Check the NVIDIA runtime (docs/gpu.md).")
     log(INFO, "ClientApp trains on %s", description)
     return description
 

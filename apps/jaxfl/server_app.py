@@ -14,7 +14,7 @@ from .model import init_params, to_named_arrays
 from .prompt_grid import PromptGrid
 from .results import write_metrics, write_model, write_plot
 from .settings import ConfigError, RunSettings
-from .strategy import RecordedFedAvg
+from .strategy import RecordedFedAvg, StageFailed
 
 app = ServerApp()
 
@@ -51,19 +51,23 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=settings.min_nodes,
     )
     initial = ArrayRecord({name: Array(value) for name, value in to_named_arrays(init_params(settings.seed)).items()})
-    result = strategy.start(
-        grid=PromptGrid(grid),
-        initial_arrays=initial,
-        num_rounds=settings.num_server_rounds,
-        train_config=ConfigRecord({"num-partitions": num_partitions}),
-        evaluate_config=ConfigRecord({"num-partitions": num_partitions}),
-        timeout=settings.round_timeout,
-    )
-
-    trained = any(r.get("train", {}).get("results") for r in summary["rounds"])
-    if not trained:
+    try:
+        result = strategy.start(
+            grid=PromptGrid(grid),
+            initial_arrays=initial,
+            num_rounds=settings.num_server_rounds,
+            train_config=ConfigRecord({"num-partitions": num_partitions}),
+            evaluate_config=ConfigRecord({"num-partitions": num_partitions}),
+            timeout=settings.round_timeout,
+        )
+    except StageFailed as err:
+        # One line that says why, and where each node's reason is; no more rounds of the same failure.
+        if strategy.rounds and strategy.rounds[-1] not in summary["rounds"]:
+            summary["rounds"].append(strategy.rounds[-1])
+        summary["failed"] = str(err)
         write_metrics(out_dir, summary)
-        raise RuntimeError(f"no SuperNode returned a trained model: see the errors in {out_dir / 'metrics.json'}")
+        log(ERROR, "Run stopped: %s; per-node errors in %s", err, out_dir / "metrics.json")
+        raise RuntimeError(f"{err}; per-node errors in {out_dir / 'metrics.json'}") from None
     print(f"\nSaving final model to {write_model(out_dir, {k: a.numpy() for k, a in result.arrays.items()})}")
     write_plot(out_dir, summary["rounds"])
     summary["completed"] = True

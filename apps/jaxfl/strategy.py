@@ -14,6 +14,19 @@ from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg
 
 
+class StageFailed(RuntimeError):
+    """A train or evaluate stage got no result at all: going on would only repeat the failure."""
+
+    def __init__(self, server_round: int, stage: str, summary: dict) -> None:
+        causes = sorted({" ".join(error["reason"].split())[:160] for error in summary["errors"]})[:3]
+        missing = f", {summary['no_reply']} never replied within round-timeout" if summary["no_reply"] else ""
+        super().__init__(
+            f"round {server_round} {stage}: 0 of {summary['sent']} SuperNodes returned a result "
+            f"({len(summary['errors'])} error replies{missing}; "
+            f"{' | '.join(causes) or 'no error text'})"
+        )
+
+
 class RecordedFedAvg(FedAvg):
     def __init__(self, *, on_round_end: Callable[[dict], None], **fedavg_args) -> None:
         super().__init__(**fedavg_args)
@@ -38,6 +51,7 @@ class RecordedFedAvg(FedAvg):
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         self.rounds[-1]["train"] = _summary(replies, metrics, self._sent["train"])
+        _stop_if_nothing_came_back(server_round, "train", self.rounds[-1]["train"])
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
@@ -47,7 +61,13 @@ class RecordedFedAvg(FedAvg):
         record["evaluate"] = _summary(replies, metrics, self._sent["evaluate"])
         record["wall_s"] = round(time.perf_counter() - self._round_started, 3)
         self._on_round_end(record)
+        _stop_if_nothing_came_back(server_round, "evaluate", record["evaluate"])
         return metrics
+
+
+def _stop_if_nothing_came_back(server_round: int, stage: str, summary: dict) -> None:
+    if summary["sent"] and not summary["results"]:
+        raise StageFailed(server_round, stage, summary)
 
 
 def _summary(replies: list[Message], metrics, sent: int) -> dict:
@@ -56,6 +76,7 @@ def _summary(replies: list[Message], metrics, sent: int) -> dict:
     failed = [reply for reply in replies if reply.has_error()]
     no_reply = max(0, sent - len(replies))
     return {
+        "sent": sent,
         "results": len(ok),
         "failures": len(failed) + no_reply,
         "no_reply": no_reply,

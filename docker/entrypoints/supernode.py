@@ -86,7 +86,7 @@ def runtime_tls_args(env) -> list[str]:
 
 
 def warm_clientapps(env) -> None:
-    """Put the `flwr-clientapp` shim first on PATH: ClientApps fork from a warm zygote (README: Performance)."""
+    """Put the `flwr-clientapp` shim first on PATH: ClientApps fork from a warm zygote (docs/performance.md)."""
     if env.get("FJS_WARM_CLIENTAPP", "1") == "0":
         return
     # The image ships the shim (its /tmp is noexec); elsewhere it is written into the node's run dir.
@@ -123,12 +123,12 @@ def main() -> None:
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
     print(f"supernode: partition-id={partition} (from {node.source}); key slot {node.slot}; node config: "
           f"{config}{notes}", flush=True)
-    # Flower's CLI through a wrapper that only shortens its idle poll (flower_supernode_tuned.py).
+    # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob (default 1 s)
     # One XLA thread per node: as fast for this model, and nodes sharing a host don't oversubscribe it.
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     argv = [
-        sys.executable, str(Path(__file__).with_name("flower_supernode_tuned.py")),
+        sys.executable, str(Path(__file__).with_name("flower_tuning.py")), "supernode",
         "--superlink", superlink,
         "--root-certificates", str(ca_cert),
         "--node-config", config,

@@ -2,8 +2,8 @@
 libraries forks each `flwr-clientapp` instead of starting a fresh interpreter.
 
 Flower's subprocess isolation starts a new `flwr-clientapp` process for every message; about 2.5 s
-of CPU of each goes to importing flwr, JAX, Flax and optax before the App runs (see README:
-Performance). `flwr-clientapp` on the node's PATH is a small shim (`launch`) that hands its argv,
+of CPU of each goes to importing flwr, JAX, Flax and optax before the App runs (see docs/performance.md).
+`flwr-clientapp` on the node's PATH is a small shim (`launch`) that hands its argv,
 environment, working directory and stdio to the zygote (`serve`), which forks a child that runs
 Flower's own `flwr-clientapp` entry point. Every message still gets a fresh process that has never
 run App code (the zygote only imports libraries and never initialises an accelerator).

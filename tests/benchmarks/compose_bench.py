@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--again", action="store_true",
                         help="run our App a second time on the same stack (node caches warm: time to first round)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="compose setting, e.g. FJS_WARM_IDLE_SECONDS=10 (README: Performance)")
+                        help="compose setting, e.g. FJS_WARM_IDLE_SECONDS=10 (docs/performance.md)")
     args = parser.parse_args()
     fractions = f"fraction-train={args.fraction_train} fraction-evaluate={args.fraction_train}"
     settings = dict(item.split("=", 1) for item in args.env)

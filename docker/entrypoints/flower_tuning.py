@@ -1,0 +1,227 @@
+"""Every change this stack makes to Flower's own behaviour, in one place, for flwr 1.39.0 only.
+
+    python3 flower_tuning.py superlink [flower-superlink args]
+    python3 flower_tuning.py supernode [flower-supernode args]
+
+Runs Flower's own CLI entry point after applying the changes below. One switch turns them all off:
+FJS_FLOWER_TUNING=0 (then this is plain Flower). On any Flower version other than 1.39.0 nothing is
+changed and a line says so: each change depends on 1.39's internals and must be re-checked on upgrade.
+
+SuperLink
+  * state_transactions_in_turn: Flower 1.39 keeps its state in SQLite (WAL, busy_timeout 5 s) and
+    opens one connection per thread. Under CPU contention a thread that holds the write lock is
+    descheduled for seconds while other threads poll SQLite's busy handler; after 5 s they fail
+    with `database is locked` (seen on PullObject's `UPDATE run SET bytes_sent`, and on the task
+    token clean-up), the RPC returns INTERNAL, and the SuperNode drops the message it was receiving.
+    Here the SuperLink's own transactions take turns on a process-wide lock (waiters sleep instead
+    of polling, nobody times out), and busy_timeout is raised to 60 s for anything outside this
+    process. Same file, same WAL journal, same durability: state survives restarts as before.
+SuperNode
+  * idle poll: a node without work asks again after FJS_NODE_POLL_INTERVAL s (Flower: 3 s).
+  * transient Fleet errors are retried: pulling or pushing a message's objects and confirming its
+    receipt are retried for up to 30 s on UNAVAILABLE/INTERNAL/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED
+    (Flower gives up at once on all but UNAVAILABLE and drops the message silently).
+  * a message that still cannot be received is answered with an error reply naming the cause, so
+    the ServerApp counts the failure within seconds instead of waiting for round-timeout.
+  * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
+    heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
+    compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
+    Once running, Flower's own heartbeat rules apply unchanged (a hung ClientApp fails after 60 s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import flwr
+
+FLOWER_VERSION = "1.39.0"
+RETRYABLE = ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+RETRY_SECONDS = 30.0
+BUSY_TIMEOUT_MS = 60_000
+CLAIM_WINDOW_SECONDS = 120
+
+
+def state_transactions_in_turn() -> None:
+    """SuperLink: one SQLite transaction at a time per process, and a patient busy handler."""
+    from flwr.supercore import sql_mixin
+
+    sql_mixin.SQLITE_PRAGMAS = tuple(
+        (name, str(BUSY_TIMEOUT_MS) if name == "busy_timeout" else value) for name, value in sql_mixin.SQLITE_PRAGMAS
+    )
+    session = sql_mixin.SqlMixin.session.__wrapped__  # the generator behind Flower's @contextmanager
+    turn = threading.RLock()  # re-entrant: Flower nests sessions (state inside object store and back)
+
+    @contextmanager
+    def session_in_turn(self):
+        with turn, contextmanager(session)(self) as active:
+            yield active
+
+    sql_mixin.SqlMixin.session = session_in_turn
+
+
+def retrying(call, what: str):
+    """`call` retried on transient gRPC errors for up to RETRY_SECONDS (the SuperLink may be busy)."""
+    import grpc
+
+    def wrapper(*args, **kwargs):
+        deadline = time.monotonic() + RETRY_SECONDS
+        pause = 0.25
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except grpc.RpcError as err:
+                code = err.code().name if hasattr(err, "code") and err.code() else "UNKNOWN"
+                if code not in RETRYABLE or time.monotonic() + pause > deadline:
+                    raise
+                print(f"supernode: {what} failed ({code}), retrying", file=sys.stderr, flush=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 4.0)
+
+    return wrapper
+
+
+def fleet_calls_retried_and_failures_replied() -> None:
+    """SuperNode: retry transient errors while receiving a message; answer one that cannot be received."""
+    from flwr.app import Error, Message
+    from flwr.common.constant import ErrorCode
+    from flwr.supernode import start_client_internal as node
+
+    original = node._pull_and_store_message
+
+    def pull_and_store(**kwargs):
+        seen: dict = {}
+        receive = kwargs["receive"]
+
+        def remembering_receive():
+            received = receive()
+            seen["message"] = received[0] if received else None
+            return received
+
+        def noting(call, what):
+            retried = retrying(call, what)
+
+            def wrapper(*args):
+                try:
+                    return retried(*args)
+                except Exception as err:
+                    seen["error"] = f"{what}: {err.code().name if hasattr(err, 'code') else type(err).__name__}"
+                    raise
+
+            return wrapper
+
+        kwargs["receive"] = remembering_receive
+        kwargs["pull_object"] = noting(kwargs["pull_object"], "pulling the message's objects")
+        kwargs["confirm_message_received"] = noting(kwargs["confirm_message_received"], "confirming receipt")
+        run_id = original(**kwargs)
+        message = seen.get("message")
+        if run_id is None and message is not None and "error" in seen:
+            reason = (f"SuperNode could not receive this message from the SuperLink after retrying for "
+                      f"{RETRY_SECONDS:.0f} s ({seen['error']}): see this node's log")
+            node._insert_message(Message(Error(ErrorCode.MESSAGE_UNAVAILABLE, reason), reply_to=message),
+                                 kwargs["state"], kwargs["object_store"])
+            return message.metadata.run_id  # the node's loop now pushes the error reply
+        return run_id
+
+    node._pull_and_store_message = pull_and_store
+    node._init_connection = _with_retried_push(node._init_connection)
+
+
+def longer_claim_window(seconds: float) -> None:
+    """SuperNode: a claimed ClientApp task waits `seconds` (not 30) for its ClientApp's first heartbeat."""
+    from datetime import timedelta
+
+    from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
+
+    claim = InMemoryCoreState.claim_task
+
+    def claim_task(self, task_id: int):
+        token = claim(self, task_id)
+        if token is not None:
+            with self.lock_task_store:
+                if (record := self.task_token_store.get(task_id)) is not None:
+                    record.active_until += timedelta(seconds=seconds - 30)
+        return token
+
+    InMemoryCoreState.claim_task = claim_task
+
+
+def _with_retried_push(init_connection):
+    @contextmanager
+    def connection(*args, **kwargs):
+        with init_connection(*args, **kwargs) as conn:
+            conn = list(conn)
+            conn[6] = retrying(conn[6], "pushing a reply's objects")  # push_object(run_id, msg_id, obj_id, bytes)
+            yield tuple(conn)
+
+    return connection
+
+
+class _ShorterIdleSleep:
+    """Stands in for the `time` module inside Flower's node loop; only the 3 s idle sleep changes."""
+
+    def __init__(self, idle: float) -> None:
+        self._idle = idle
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(self._idle if seconds == 3 else seconds)
+
+
+def shorter_idle_poll(idle: float) -> None:
+    from flwr.supernode import start_client_internal as node
+
+    node.time = _ShorterIdleSleep(idle)
+
+
+def wait_for_registration(done_file: str | None, timeout: float) -> None:
+    """Compose: nodes load Flower while the register service runs, and connect once it is done (faster
+    bring-up, and no node knocks before its key is known). Not a change to Flower."""
+    if not done_file:
+        return
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(done_file) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not os.path.exists(done_file):
+        print(f"supernode: {done_file} did not appear within {timeout:.0f} s (is the register service "
+              "running?): connecting anyway", file=sys.stderr, flush=True)
+
+
+def tuning_enabled(component: str) -> bool:
+    if os.environ.get("FJS_FLOWER_TUNING", "1") == "0":
+        return False
+    if flwr.__version__ != FLOWER_VERSION:
+        print(f"{component}: flwr {flwr.__version__} is not {FLOWER_VERSION}: running Flower unchanged",
+              file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def main() -> None:
+    component, sys.argv = sys.argv[1], [f"flower-{sys.argv[1]}", *sys.argv[2:]]
+    if component == "superlink":
+        from flwr.superlink.cli import flower_superlink as run
+
+        if tuning_enabled(component):
+            state_transactions_in_turn()
+    elif component == "supernode":
+        from flwr.supernode.cli import flower_supernode as run
+
+        if tuning_enabled(component):
+            shorter_idle_poll(float(os.environ.get("FJS_NODE_POLL_INTERVAL", "1")))
+            fleet_calls_retried_and_failures_replied()
+            longer_claim_window(CLAIM_WINDOW_SECONDS)
+        wait_for_registration(os.environ.get("FJS_REGISTERED_FILE"), float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
+    else:
+        sys.exit(f"flower_tuning: unknown component {component!r} (superlink or supernode)")
+    run()
+
+
+if __name__ == "__main__":
+    main()

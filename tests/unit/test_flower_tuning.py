@@ -1,0 +1,133 @@
+"""docker/entrypoints/flower_tuning.py against Flower 1.39's own code: its SQL state under contention,
+and the SuperNode's retry of transient Fleet errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from tests.conftest import REPO
+
+ENTRYPOINTS = REPO / "docker" / "entrypoints"
+
+# Flower's real SqlObjectStore on a file database; writers hold the write lock across some Python work
+# (as Flower's handlers do), while spinning threads contend for the GIL: a host busier than it has cores.
+CONTENTION = r"""
+import json, os, sys, tempfile, threading, time, logging
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "tuned":
+    import flower_tuning
+    flower_tuning.state_transactions_in_turn()
+from flwr.supercore.object_store.sql_object_store import SqlObjectStore
+from sqlalchemy.exc import OperationalError
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+store = SqlObjectStore(os.path.join(tempfile.mkdtemp(), "state.db"))
+store.initialize()
+store.query("CREATE TABLE traffic (id INTEGER PRIMARY KEY, bytes INTEGER)")
+store.query("INSERT INTO traffic VALUES (1, 0)")
+stop, done, errors = time.monotonic() + float(sys.argv[3]), [0], []
+def writer():
+    while time.monotonic() < stop:
+        try:
+            with store.session():
+                store.query("UPDATE traffic SET bytes = bytes + 1 WHERE id = 1")
+                sum(range(20000))
+                store.query("UPDATE traffic SET bytes = bytes + 1 WHERE id = 1")
+            done[0] += 1
+        except OperationalError as err:
+            errors.append(str(err).splitlines()[0])
+def spinner():
+    while time.monotonic() < stop:
+        sum(range(10000))
+threads = [threading.Thread(target=writer) for _ in range(24)] + [threading.Thread(target=spinner) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+[[total]] = [[row["bytes"] for row in store.query("SELECT bytes FROM traffic")]]
+print(json.dumps({"transactions": done[0], "errors": errors, "bytes": total}))
+"""
+
+
+def contend(mode: str, seconds: float) -> dict:
+    done = subprocess.run([sys.executable, "-c", CONTENTION, str(ENTRYPOINTS), mode, str(seconds)],
+                          capture_output=True, text=True, timeout=seconds * 10 + 60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_superlink_state_transactions_take_turns_and_never_report_database_is_locked():
+    result = contend("tuned", 15)
+    assert result["errors"] == [], result["errors"][:3]
+    assert result["transactions"] > 0
+    assert result["bytes"] == 2 * result["transactions"], "every transaction committed whole"
+
+
+class _Rpc(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+def _flaky(failures: list[grpc.StatusCode]):
+    calls = []
+
+    def call(*args):
+        calls.append(args)
+        if failures:
+            raise _Rpc(failures.pop(0))
+        return "ok"
+
+    return call, calls
+
+
+@pytest.fixture
+def tuning(monkeypatch):
+    monkeypatch.syspath_prepend(str(ENTRYPOINTS))
+    import flower_tuning
+
+    monkeypatch.setattr(flower_tuning, "RETRY_SECONDS", 3.0)
+    return flower_tuning
+
+
+def test_transient_fleet_errors_are_retried(tuning):
+    call, calls = _flaky([grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE])
+    assert tuning.retrying(call, "pulling")(1, "abc") == "ok"
+    assert calls == [(1, "abc")] * 3
+
+
+def test_permanent_fleet_errors_are_not_retried(tuning):
+    call, calls = _flaky([grpc.StatusCode.PERMISSION_DENIED])
+    with pytest.raises(grpc.RpcError):
+        tuning.retrying(call, "pulling")()
+    assert len(calls) == 1
+
+
+def test_retrying_gives_up_after_its_deadline(tuning):
+    call, calls = _flaky([grpc.StatusCode.INTERNAL] * 100)
+    with pytest.raises(grpc.RpcError):
+        tuning.retrying(call, "pulling")()
+    assert 2 <= len(calls) < 10
+
+
+def test_a_claimed_clientapp_task_waits_the_longer_window_for_its_first_heartbeat(tuning, monkeypatch):
+    from datetime import timedelta
+
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
+    from flwr.supercore.date import now
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supernode.nodestate import NodeStateFactory
+
+    monkeypatch.setattr(InMemoryCoreState, "claim_task", InMemoryCoreState.claim_task)  # undone after the test
+    tuning.longer_claim_window(120)
+    state = NodeStateFactory(ObjectStoreFactory()).state()  # the SuperNode's own (in-memory) state
+    task_id = state.create_task(task_type=TaskType.CLIENT_APP, run_id=1, fab_hash="0" * 64)
+    claimed = now()
+    assert state.claim_task(task_id) is not None
+    window = state.task_token_store[task_id].active_until - claimed
+    assert timedelta(seconds=115) < window <= timedelta(seconds=121), window
