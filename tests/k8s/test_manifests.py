@@ -10,10 +10,11 @@ from tests.k8s.manifests import K8S, find, load, pod_spec, workloads
 
 BASE = load()
 GPU = load(K8S / "gpu")
+OFFLINE = [d for d in load(K8S / "offline") if "kind" in d]  # the StatefulSet patch is not an object
 KUBERNETES_VERSION = "1.34.0"
 
 
-@pytest.mark.parametrize("document", BASE + GPU, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize("document", BASE + GPU + OFFLINE, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
 def test_every_manifest_validates_against_the_official_schema(document):
     kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
@@ -67,6 +68,25 @@ def test_supernodes_take_their_partition_from_the_pod_ordinal(statefulset):
     env = {e["name"]: e for e in pod_spec(statefulset)["containers"][0]["env"]}
     assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
     assert "PARTITION_ID" not in env and "NUM_PARTITIONS" not in env, "scaling needs no other edit"
+
+
+def test_the_offline_patch_mounts_the_datasets_claim_read_only_where_the_supernode_reads_it():
+    import copy
+
+    import yaml
+
+    patch = yaml.safe_load((K8S / "offline" / "supernode-patch.yaml").read_text())
+    patched = copy.deepcopy(find(BASE, "StatefulSet", "supernode"))
+    container = patched["spec"]["template"]["spec"]["containers"][0]
+    [change] = patch["spec"]["template"]["spec"]["containers"]
+    container["env"] += change["env"]
+    container["volumeMounts"] += change["volumeMounts"]
+    patched["spec"]["template"]["spec"]["volumes"] += patch["spec"]["template"]["spec"]["volumes"]
+    kubernetes_validate.validate(patched, KUBERNETES_VERSION, strict=True)
+    env = {e["name"]: e["value"] for e in change["env"]}
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "datasets"]
+    assert mount["readOnly"] and env["DATASET"].startswith(mount["mountPath"] + "/")
+    assert find(OFFLINE, "PersistentVolumeClaim", "datasets")
 
 
 def test_gpu_variant_requests_gpus_and_the_base_does_not():

@@ -1,0 +1,121 @@
+"""`kubectl apply -f k8s` on a real Kubernetes cluster (k8s-local: v1.20.2, one node, the local Docker
+engine as its container runtime), trained on through a port-forwarded Control API, exactly as
+docs/kubernetes.md tells an operator. The manifests are applied as shipped except the
+PodDisruptionBudget's API version (policy/v1 is 1.21+); the offline dataset comes in through the
+shipped k8s/offline/ volume and patch."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.fjs.flwr_cli import FlwrCli
+from apps.fjs.local_federation import free_ports
+from tests.cluster.kubectl import Cluster
+from tests.conftest import REPO, assert_round_counts
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"
+
+
+def _outputs(cluster: Cluster, into: Path) -> Path:
+    """The README's step: copy the results out of the SuperExec's volume."""
+    pod = cluster.pod("app.kubernetes.io/component=superexec")
+    cluster.kubectl("cp", f"{pod}:/home/flwr/work/outputs", str(into))
+    return into
+
+
+def _metrics(cluster: Cluster, tmp_path: Path, run_id: int) -> dict:
+    out = _outputs(cluster, tmp_path / f"outputs-{run_id}")
+    return json.loads((out / f"run-{run_id}" / "metrics.json").read_text())
+
+
+def _connect(cluster: Cluster, tmp_path: Path) -> FlwrCli:
+    ca = tmp_path / "k8s-ca.crt"
+    ca.write_text(cluster.secret_file("superlink-tls", "ca.crt"))
+    [port] = free_ports(1)
+    cluster.port_forward("svc/superlink", port, 9093)
+    home = tmp_path / "flwr-home"
+    subprocess.run([sys.executable, "-m", "apps.fjs.cli", "connect", "--address", f"127.0.0.1:{port}", "--ca", str(ca),
+                    "--flwr-home", str(home)], cwd=REPO, check=True, timeout=120)
+    return FlwrCli(flwr_home=home)
+
+
+def _run(cli: FlwrCli, rounds: int, nodes: int) -> int:
+    run_id = cli.start_run(f"num-server-rounds={rounds} min-nodes={nodes} {EVERY_NODE}")
+    info = cli.wait(run_id, timeout=1200)
+    assert info["status"] == "finished:completed", cli.logs(run_id)[-3000:]
+    return run_id
+
+
+def _partition_ids(record: dict, stage: str = "train") -> list[int]:
+    return sorted(node["partition-id"] for node in record[stage]["nodes"])
+
+
+def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_restart(cluster, offline_mnist, tmp_path):
+    timings = {}
+    started = time.monotonic()
+    cluster.apply_shipped_manifests(tmp_path / "k8s")
+    cluster.load_offline_dataset(offline_mnist)
+    cluster.wait_for_federation(supernodes=3)
+    cli = _connect(cluster, tmp_path)
+    cli.wait_for_nodes(3, timeout=600)
+    timings["apply to 3 nodes connected"] = time.monotonic() - started
+
+    # 3 replicas: 3 results per round, partitions 0..2 from the pod ordinals.
+    first = _run(cli, rounds=2, nodes=3)
+    metrics = _metrics(cluster, tmp_path, first)
+    assert metrics["num_partitions"] == 3
+    assert_round_counts(metrics, rounds=2, results=3)
+    assert all(_partition_ids(r) == [0, 1, 2] for r in metrics["rounds"])
+    timings["round, 3 nodes"] = metrics["rounds"][-1]["wall_s"]
+
+    # Scaled to 5: the next run splits the data 5 ways.
+    cluster.kubectl("scale", "statefulset", "supernode", "--replicas=5")
+    cli.wait_for_nodes(5, timeout=600)
+    second = _run(cli, rounds=2, nodes=5)
+    metrics = _metrics(cluster, tmp_path, second)
+    assert metrics["num_partitions"] == 5
+    assert_round_counts(metrics, rounds=2, results=5)
+    assert all(_partition_ids(r) == [0, 1, 2, 3, 4] for r in metrics["rounds"])
+    timings["round, 5 nodes"] = metrics["rounds"][-1]["wall_s"]
+
+    # A SuperNode pod deleted during round 1: that round counts it and completes; the pod comes back
+    # with the same partition id and key.
+    uid = cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}")
+    run_id = cli.start_run(f"num-server-rounds=2 min-nodes=4 {EVERY_NODE}")
+    deadline = time.monotonic() + 600
+    while "configure_train: Sampled 5 nodes" not in cli.logs(run_id):
+        assert time.monotonic() < deadline, "round 1 never started"
+        time.sleep(1)
+    cluster.kubectl("delete", "pod", "supernode-4", "--wait=false")
+    assert cli.wait(run_id, timeout=1200)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
+    metrics = _metrics(cluster, tmp_path, run_id)
+    first_round = metrics["rounds"][0]
+    assert first_round["train"]["results"] == 4 and first_round["train"]["failures"] == 1, first_round["train"]
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/supernode-4", "--timeout=600s")
+    assert cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}") != uid, "a new pod"
+    log = cluster.kubectl("logs", "supernode-4")
+    assert re.search(r"supernode: partition-id=4 .*key slot 4; .*auth key /node-keys/node-4\.key", log), log[-2000:]
+    cli.wait_for_nodes(5, timeout=600)
+
+    # The SuperLink pod deleted between runs: runs and registered nodes survive on its claim.
+    runs_before = {int(run["run-id"]) for run in cli.runs()}
+    cluster.kubectl("delete", "pod", "-l", "app.kubernetes.io/component=superlink")
+    cluster.kubectl("rollout", "status", "deployment/superlink", "--timeout=600s")
+    cli = _connect(cluster, tmp_path)  # the old port-forward went with the old pod
+    cli.wait_for_nodes(5, timeout=600)  # the same registered keys, no new registration
+    runs_after = {int(run["run-id"]) for run in cli.runs()}
+    assert {first, second, run_id} <= runs_after and runs_after == runs_before, "every run kept, none added"
+    last = _run(cli, rounds=1, nodes=5)
+    assert_round_counts(_metrics(cluster, tmp_path, last), rounds=1, results=5)
+
+    report = REPO / "reports"
+    report.mkdir(exist_ok=True)
+    (report / "k8s-cluster.json").write_text(json.dumps({"kubernetes": "v1.20.2 (k8s-local)", **timings}, indent=2))
