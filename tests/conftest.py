@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.results import REPO  # noqa: F401 (helpers live in tests/support: benchmarks run without pytest)
 
 
 @pytest.fixture(scope="session")
@@ -15,21 +15,6 @@ def offline_mnist(tmp_path_factory) -> Path:
     from apps.fjs.offline_mnist import build
 
     return build(tmp_path_factory.mktemp("data") / "mnist-offline.parquet")
-
-
-def run_metrics(outputs: Path, run_id: int) -> dict:
-    import json
-
-    return json.loads((outputs / f"run-{run_id}" / "metrics.json").read_text())
-
-
-def assert_round_counts(metrics: dict, rounds: int, results: int, failures: int = 0) -> None:
-    """Every round's train and evaluate stage aggregated `results` replies and `failures` errors."""
-    assert [r["round"] for r in metrics["rounds"]] == list(range(1, rounds + 1))
-    for record in metrics["rounds"]:
-        for stage in ("train", "evaluate"):
-            got = (record[stage]["results"], record[stage]["failures"])
-            assert got == (results, failures), f"round {record['round']} {stage}: {got} {record[stage]['errors']}"
 
 
 def docker_available() -> bool:

@@ -23,6 +23,11 @@ SuperNode
     (Flower gives up at once on all but UNAVAILABLE and drops the message silently).
   * a message that still cannot be received is answered with an error reply naming the cause, so
     the ServerApp counts the failure within seconds instead of waiting for round-timeout.
+  * a SuperLink that goes away mid-call (restart, rescheduled pod) answers CANCELLED: Flower's node
+    loop gives up on it and its heartbeat thread dies, so the node, still running and healthy to
+    every probe, is marked offline a minute later and never sampled again (seen on Kubernetes when
+    the SuperLink pod was deleted). Here the node loop retries CANCELLED like UNAVAILABLE, and a
+    heartbeat that fails with any transient gRPC error is retried instead of ending the thread.
   * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
     heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
     compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
@@ -131,6 +136,45 @@ def fleet_calls_retried_and_failures_replied() -> None:
     node._init_connection = _with_retried_push(node._init_connection)
 
 
+def reconnects_survive_a_superlink_restart() -> None:
+    """SuperNode: CANCELLED (the SuperLink went away mid-call) is retried, by the loop and by heartbeats."""
+    import grpc
+
+    from flwr.supercore.heartbeat import HeartbeatSender
+    from flwr.supernode import start_client_internal as node
+
+    make_invoker = node.make_simple_grpc_retry_invoker
+
+    def patient_invoker():
+        invoker = make_invoker()
+        giveup = invoker.should_giveup
+
+        def should_giveup(err: Exception) -> bool:
+            if getattr(err, "code", None) and err.code() == grpc.StatusCode.CANCELLED:
+                return False
+            return giveup(err)
+
+        invoker.should_giveup = should_giveup
+        return invoker
+
+    node.make_simple_grpc_retry_invoker = patient_invoker
+
+    init = HeartbeatSender.__init__
+
+    def sender_init(self, heartbeat_fn, *args, **kwargs):
+        def heartbeat() -> bool:
+            try:
+                return heartbeat_fn()
+            except grpc.RpcError as err:
+                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+                return False  # a failed heartbeat: Flower's sender retries it
+
+        init(self, heartbeat, *args, **kwargs)
+
+    HeartbeatSender.__init__ = sender_init
+
+
 def longer_claim_window(seconds: float) -> None:
     """SuperNode: a claimed ClientApp task waits `seconds` (not 30) for its ClientApp's first heartbeat."""
     from datetime import timedelta
@@ -217,10 +261,24 @@ def main() -> None:
             shorter_idle_poll(float(os.environ.get("FJS_NODE_POLL_INTERVAL", "1")))
             fleet_calls_retried_and_failures_replied()
             longer_claim_window(CLAIM_WINDOW_SECONDS)
+            reconnects_survive_a_superlink_restart()
         wait_for_registration(os.environ.get("FJS_REGISTERED_FILE"), float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
     else:
         sys.exit(f"flower_tuning: unknown component {component!r} (superlink or supernode)")
-    run()
+    # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its
+    # Runtime API server) would otherwise keep a node with no loop alive and healthy-looking, where
+    # the container's restart policy never sees it.
+    try:
+        run()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    except BaseException as err:  # noqa: BLE001
+        print(f"{component}: Flower stopped: {type(err).__name__}: {err}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from apps.fjs.flwr_cli import FlwrCli, FlwrError  # noqa: E402
 from apps.fjs.local_federation import free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import report, seed_app  # noqa: E402
-from tests.conftest import run_metrics  # noqa: E402
+from tests.support.results import run_metrics  # noqa: E402
 
 UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 

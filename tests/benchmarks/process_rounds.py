@@ -20,7 +20,7 @@ from apps.fjs.flwr_cli import FlwrCli  # noqa: E402
 from apps.fjs.local_federation import LocalFederation, free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import report, seed_app  # noqa: E402
-from tests.conftest import run_metrics  # noqa: E402
+from tests.support.results import run_metrics  # noqa: E402
 
 
 def measure(app_dir: Path, nodes: int, rounds: int, dataset: Path, root: Path, env: dict[str, str]) -> dict:

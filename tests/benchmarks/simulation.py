@@ -24,7 +24,7 @@ from flwr.cli.typing import SuperLinkConnection, SuperLinkSimulationOptions  # n
 from apps.fjs.flwr_cli import FlwrCli  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import report  # noqa: E402
-from tests.conftest import run_metrics  # noqa: E402
+from tests.support.results import run_metrics  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 NAMESPACE = "flower-jax-stack"
 K8S_LOCAL = REPO.parent / "shared" / "ci" / "k8s-local"
@@ -71,6 +71,23 @@ class Cluster:
             self.kubectl("rollout", "status", workload, "--timeout=900s", timeout=960)
         ready = self.kubectl("get", "statefulset", "supernode", "-o", "jsonpath={.status.readyReplicas}")
         assert int(ready or 0) == supernodes, ready
+        self.wait_for_activation([f"supernode-{index}" for index in range(supernodes)])
+
+    def wait_for_activation(self, pods: list[str], timeout: float = 600) -> None:
+        """Until each pod's SuperNode was activated by the SuperLink. A pod replaced with the same key (the
+        offline patch rolls every pod) is refused until its predecessor's session expires (about a minute)."""
+        deadline = time.monotonic() + timeout
+        for pod in pods:
+            while "SuperNode ID" not in self.logs(pod):
+                assert time.monotonic() < deadline, f"{pod} was not activated within {timeout:.0f} s"
+                time.sleep(2)
+
+    def logs(self, pod: str) -> str:
+        """The pod's current container log; empty while it is still being created."""
+        try:
+            return self.kubectl("logs", pod)
+        except RuntimeError:
+            return ""
 
     def secret_file(self, secret: str, key: str) -> str:
         encoded = self.kubectl("get", "secret", secret, "-o", "jsonpath={.data." + key.replace(".", "\\.") + "}")

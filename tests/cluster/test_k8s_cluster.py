@@ -18,7 +18,7 @@ import pytest
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import free_ports
 from tests.cluster.kubectl import Cluster
-from tests.conftest import REPO, assert_round_counts
+from tests.support.results import REPO, assert_round_counts
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"
@@ -62,10 +62,11 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     timings = {}
     started = time.monotonic()
     cluster.apply_shipped_manifests(tmp_path / "k8s")
+    cluster.kubectl("apply", "--dry-run=server", "-f", str(REPO / "k8s" / "gpu"), namespace=None)  # the GPU variant
     cluster.load_offline_dataset(offline_mnist)
     cluster.wait_for_federation(supernodes=3)
     cli = _connect(cluster, tmp_path)
-    cli.wait_for_nodes(3, timeout=600)
+    cli.wait_for_nodes(3, timeout=600, exactly=True)
     timings["apply to 3 nodes connected"] = time.monotonic() - started
 
     # 3 replicas: 3 results per round, partitions 0..2 from the pod ordinals.
@@ -78,7 +79,8 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
 
     # Scaled to 5: the next run splits the data 5 ways.
     cluster.kubectl("scale", "statefulset", "supernode", "--replicas=5")
-    cli.wait_for_nodes(5, timeout=600)
+    cluster.wait_for_activation(["supernode-3", "supernode-4"])
+    cli.wait_for_nodes(5, timeout=600, exactly=True)
     second = _run(cli, rounds=2, nodes=5)
     metrics = _metrics(cluster, tmp_path, second)
     assert metrics["num_partitions"] == 5
@@ -101,9 +103,10 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert first_round["train"]["results"] == 4 and first_round["train"]["failures"] == 1, first_round["train"]
     cluster.kubectl("wait", "--for=condition=Ready", "pod/supernode-4", "--timeout=600s")
     assert cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}") != uid, "a new pod"
+    cluster.wait_for_activation(["supernode-4"])
     log = cluster.kubectl("logs", "supernode-4")
     assert re.search(r"supernode: partition-id=4 .*key slot 4; .*auth key /node-keys/node-4\.key", log), log[-2000:]
-    cli.wait_for_nodes(5, timeout=600)
+    cli.wait_for_nodes(5, timeout=600, exactly=True)
 
     # The SuperLink pod deleted between runs: runs and registered nodes survive on its claim.
     runs_before = {int(run["run-id"]) for run in cli.runs()}

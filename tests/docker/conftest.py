@@ -48,7 +48,7 @@ def stack_factory(images, tmp_path_factory, offline_mnist):
 def fault_report():
     """Rows of (fault or bad input, what happened, seconds to recover), written to reports/faults.{json,md}
     at the end of the session: the README's fault table comes from here."""
-    from tests.conftest import REPO
+    from tests.support.results import REPO
 
     rows: list[dict] = []
     yield rows

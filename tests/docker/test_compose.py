@@ -10,7 +10,7 @@ import pytest
 
 from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
-from tests.conftest import assert_round_counts, run_metrics
+from tests.support.results import assert_round_counts, run_metrics
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import pytest
 from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
 from certs import node_keys, tls
-from tests.conftest import assert_round_counts, run_metrics
+from tests.support.results import assert_round_counts, run_metrics
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"

@@ -16,7 +16,7 @@ from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import free_ports
 from certs import node_keys, tls
-from tests.conftest import assert_round_counts, run_metrics
+from tests.support.results import assert_round_counts, run_metrics
 from tests.k8s.manifests import find, load, pod_spec
 from tests.k8s.render import docker_run
 

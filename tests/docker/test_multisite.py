@@ -16,7 +16,7 @@ from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import free_ports
 from apps.fjs.site_bundle import BundleError, make_bundle
-from tests.conftest import assert_round_counts, run_metrics
+from tests.support.results import assert_round_counts, run_metrics
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0 min-nodes=3"

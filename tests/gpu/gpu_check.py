@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from apps.fjs.flwr_cli import FlwrCli  # noqa: E402
 from apps.fjs.local_federation import LocalFederation, free_ports  # noqa: E402
 from tests.benchmarks import report  # noqa: E402
-from tests.conftest import run_metrics  # noqa: E402
+from tests.support.results import run_metrics  # noqa: E402
 
 
 class GpuMemory(threading.Thread):

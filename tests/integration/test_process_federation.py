@@ -9,7 +9,7 @@ import pytest
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import LocalFederation, free_ports
 from certs import tls
-from tests.conftest import assert_round_counts, run_metrics
+from tests.support.results import assert_round_counts, run_metrics
 
 from ..unit.test_model import SEED_SHAPES
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 K8S = REPO / "k8s"
 WORKLOADS = ("Deployment", "StatefulSet", "Job")

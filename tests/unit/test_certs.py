@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
 from certs import node_keys, tls
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 NAMES = ("ca.crt", "ca.key", "server.pem", "server.key")
 

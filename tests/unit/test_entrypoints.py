@@ -6,7 +6,7 @@ import time
 import pytest
 
 from apps.fjs.local_federation import free_ports
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 sys.path.insert(0, str(REPO / "docker" / "entrypoints"))
 import preflight  # noqa: E402

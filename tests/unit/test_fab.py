@@ -2,7 +2,7 @@ import subprocess
 import zipfile
 
 from apps.fjs.flwr_cli import flower_command
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 
 def test_the_fab_holds_the_app_and_nothing_else(tmp_path):

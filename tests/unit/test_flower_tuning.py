@@ -10,7 +10,7 @@ import sys
 import grpc
 import pytest
 
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 ENTRYPOINTS = REPO / "docker" / "entrypoints"
 
@@ -131,3 +131,30 @@ def test_a_claimed_clientapp_task_waits_the_longer_window_for_its_first_heartbea
     assert state.claim_task(task_id) is not None
     window = state.task_token_store[task_id].active_until - claimed
     assert timedelta(seconds=115) < window <= timedelta(seconds=121), window
+
+
+def test_a_superlink_going_away_mid_heartbeat_does_not_end_the_nodes_heartbeats(tuning, monkeypatch):
+    import threading
+
+    from flwr.supercore.heartbeat import HeartbeatSender
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(HeartbeatSender, "__init__", HeartbeatSender.__init__)  # undone after the test
+    monkeypatch.setattr(node, "make_simple_grpc_retry_invoker", node.make_simple_grpc_retry_invoker)
+    tuning.reconnects_survive_a_superlink_restart()
+    calls, beat_again = [], threading.Event()
+
+    def heartbeat() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _Rpc(grpc.StatusCode.CANCELLED)  # what a SuperLink pod that is being deleted answers
+        beat_again.set()
+        return True
+
+    sender = HeartbeatSender(heartbeat)
+    sender.start()
+    try:
+        assert beat_again.wait(timeout=60), "the heartbeat thread died on CANCELLED"
+    finally:
+        sender.stop()
+    assert not node.make_simple_grpc_retry_invoker().should_giveup(_Rpc(grpc.StatusCode.CANCELLED))

@@ -21,7 +21,7 @@ GOOD = {
 def test_the_shipped_run_config_parses():
     import tomllib
 
-    from tests.conftest import REPO
+    from tests.support.results import REPO
 
     shipped = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     settings = RunSettings.parse(shipped)

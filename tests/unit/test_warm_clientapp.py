@@ -8,7 +8,7 @@ import time
 import pytest
 
 from apps.fjs.flwr_cli import flower_command
-from tests.conftest import REPO
+from tests.support.results import REPO
 
 ENTRYPOINTS = REPO / "docker" / "entrypoints"
 
