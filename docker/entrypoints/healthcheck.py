@@ -1,6 +1,8 @@
 """Container health probes that mean something, for compose healthchecks and Kubernetes exec probes.
 
     healthcheck.py https://127.0.0.1:9093/health /certs/ca.crt   SuperLink serves HTTPS with the cert clients verify
+    healthcheck.py https://superlink-control:9093/health /certs/ca.crt superlink
+                                                                 the same, reached by one name, verified as another
     healthcheck.py http://127.0.0.1:9094/health                  a SuperNode's own Runtime API answers (loopback)
     healthcheck.py tls://superlink:9092 /certs/ca.crt            the peer accepts a TLS handshake our CA trusts
     healthcheck.py grpc://127.0.0.1:8081                         Flower's gRPC health service answers (loopback)
@@ -8,15 +10,28 @@
 Exit 0 when healthy; otherwise a one-line reason (shown by `docker inspect` / `kubectl describe`).
 """
 
+import socket
 import ssl
 import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
-def check(url: str, ca_cert: str | None) -> None:
+def check(url: str, ca_cert: str | None, server_name: str | None = None) -> None:
     scheme, _, rest = url.partition("://")
-    if scheme in ("http", "https"):
+    if scheme == "https" and server_name:
+        # Compose binds the Control API to the SuperLink's control-network address only: connect there,
+        # verify the certificate for the name clients use.
+        parts = urlsplit(url)
+        context = ssl.create_default_context(cafile=ca_cert)
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=3) as raw:
+            with context.wrap_socket(raw, server_hostname=server_name) as tls:
+                tls.sendall(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n".encode())
+                status = tls.recv(64).split()[1:2]
+        if status != [b"200"]:
+            raise RuntimeError(f"HTTP {status[0].decode() if status else 'no answer'}")
+    elif scheme in ("http", "https"):
         context = ssl.create_default_context(cafile=ca_cert) if scheme == "https" else None
         with urllib.request.urlopen(url, context=context, timeout=3) as response:
             if response.status != 200:
@@ -39,6 +54,6 @@ def check(url: str, ca_cert: str | None) -> None:
 
 if __name__ == "__main__":
     try:
-        check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+        check(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None, sys.argv[3] if len(sys.argv) > 3 else None)
     except Exception as err:  # any failure means unhealthy; say why
         sys.exit(f"unhealthy: {err}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,19 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 def _partition_ids_in_logs(logs: str) -> list[int]:
     return sorted(int(m) for m in re.findall(r"supernode: partition-id=(\d+) \(from Docker DNS name", logs))
+
+
+def _reachable_from(container: str, hosts: list[str], ports: tuple[int, ...]) -> dict[tuple[str, int], bool]:
+    probe = ("import socket, sys\n"
+             "for host in sys.argv[1].split(','):\n"
+             "    for port in map(int, sys.argv[2].split(',')):\n"
+             "        try:\n"
+             "            socket.create_connection((host, port), timeout=5).close(); print(host, port, 1)\n"
+             "        except OSError:\n"
+             "            print(host, port, 0)\n")
+    out = subprocess.run(["docker", "exec", container, "python3", "-c", probe, ",".join(hosts), ",".join(map(str, ports))],
+                         capture_output=True, text=True, check=True).stdout
+    return {(host, int(port)): ok == "1" for host, port, ok in (line.split() for line in out.splitlines())}
 
 
 def _run(cli: FlwrCli, nodes: int, rounds: int = 2) -> int:
@@ -48,6 +62,13 @@ def test_compose_federation_scales_from_three_to_five_nodes(stack_factory, tmp_p
     assert _partition_ids_in_logs(stack.logs("supernode")) == [0, 1, 2]
     out = outputs / f"run-{run_id}"
     assert {p.name for p in out.iterdir()} >= {"final_model.npz", "metrics.json", "metrics.png"}
+
+    # SuperNodes reach the Fleet API, never the Control API (it starts runs, i.e. ships code to every node):
+    # not by name, and not at any of the SuperLink's addresses.
+    [superlink] = stack.service_containers("superlink")
+    addresses = ["superlink"] + [n["IPAddress"] for n in stack.inspect(superlink)["NetworkSettings"]["Networks"].values()]
+    reach = _reachable_from(stack.service_containers("supernode")[0], addresses, (9092, 9093))
+    assert reach[("superlink", 9092)] and not any(ok for (_, port), ok in reach.items() if port == 9093), reach
 
     # Scale the running federation to 5: two more replicas join, the next run uses 5 partitions.
     stack.up(5, "--no-recreate")
