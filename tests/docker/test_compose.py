@@ -47,7 +47,7 @@ def test_compose_federation_scales_from_three_to_five_nodes(stack_factory, tmp_p
     assert (certs / "ca.crt").is_file() and (certs / "server.key").stat().st_mode & 0o777 == 0o600
     write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=tmp_path)
     cli = FlwrCli(flwr_home=tmp_path)
-    cli.wait_for_nodes(3, timeout=180)
+    cli.wait_for_nodes(3, timeout=600)
     # Nodes start beside the SuperLink but connect only after `register` wrote its done file.
     node_logs = stack.logs("supernode")
     assert "did not appear" not in node_logs and "activation refused" not in node_logs, node_logs[-2000:]
@@ -72,7 +72,7 @@ def test_compose_federation_scales_from_three_to_five_nodes(stack_factory, tmp_p
 
     # Scale the running federation to 5: two more replicas join, the next run uses 5 partitions.
     stack.up(5, "--no-recreate")
-    cli.wait_for_nodes(5, timeout=180)
+    cli.wait_for_nodes(5, timeout=600)
     run_id = _run(cli, nodes=5)
     metrics = run_metrics(outputs, run_id)
     assert metrics["num_partitions"] == 5

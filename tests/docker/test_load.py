@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.fjs.connection import write_connection
-from apps.fjs.flwr_cli import FlwrCli
+from tests.support.compose import connect
 from tests.support.results import assert_round_counts, run_metrics
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -35,14 +34,6 @@ def cpu_hog(seconds: float):
             hog.wait()
 
 
-def _connect(stack, home: Path, nodes: int) -> FlwrCli:
-    certs = Path(stack.env["FJS_CERTS_DIR"])
-    write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=home)
-    cli = FlwrCli(flwr_home=home)
-    cli.wait_for_nodes(nodes, timeout=600)
-    return cli
-
-
 def _superlink_problems(stack) -> list[str]:
     return [line for line in stack.logs("superlink").splitlines() if "ERROR" in line or "database is locked" in line]
 
@@ -52,7 +43,7 @@ def test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message(stack_factory,
     with cpu_hog(seconds=3000):
         started = time.monotonic()
         stack.up(10)
-        cli = _connect(stack, tmp_path / "home", nodes=10)
+        cli = connect(stack, tmp_path / "home", nodes=10)
         run_id = cli.start_run(f"num-server-rounds=3 min-nodes=10 fraction-train=1.0 fraction-evaluate=1.0 "
                                f"round-timeout={ROUND_TIMEOUT}")
         info = cli.wait(run_id, timeout=2400)
@@ -73,7 +64,7 @@ def test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message(stack_factory,
 def test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls(stack_factory, fault_report, tmp_path):
     stack = stack_factory("fjs-churn")
     stack.up(4)
-    cli = _connect(stack, tmp_path / "home", nodes=4)
+    cli = connect(stack, tmp_path / "home", nodes=4)
     run_id = cli.start_run(f"num-server-rounds=5 min-nodes=2 fraction-train=1.0 fraction-evaluate=1.0 "
                            f"round-timeout={ROUND_TIMEOUT}")
     chooser = random.Random()

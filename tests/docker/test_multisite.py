@@ -64,7 +64,7 @@ def test_two_sites_join_through_the_published_address_and_survive_a_network_cut(
 
         write_connection(control, certs / "ca.crt", flwr_home=tmp_path / "home")
         cli = FlwrCli(flwr_home=tmp_path / "home")
-        cli.wait_for_nodes(3, timeout=240)
+        cli.wait_for_nodes(3, timeout=600)
         run_id = cli.start_run(f"num-server-rounds=2 {EVERY_NODE}")
         assert cli.wait(run_id, timeout=900)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
         metrics = run_metrics(Path(server.env["FJS_OUTPUTS_DIR"]), run_id)

@@ -74,7 +74,7 @@ def test_a_partition_id_out_of_range_is_one_error_line_in_the_reply(federation):
 def test_a_bad_run_config_fails_the_run_with_a_clear_line(federation):
     _, cli = federation
     run_id = cli.start_run("learning-rate='abc' min-nodes=3")
-    info = cli.wait(run_id, timeout=300)
+    info = cli.wait(run_id, timeout=600)
     assert info["status"] == "finished:failed"
     assert "run config 'learning-rate' must be a number, got 'abc'" in cli.logs(run_id)
 
