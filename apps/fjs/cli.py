@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=10)
     demo.add_argument("--run-config", default="", help="overrides, e.g. 'num-server-rounds=3'")
     demo.add_argument("--offline", action="store_true", help="train on the offline MNIST subset (no internet)")
-    demo.add_argument("--cpu", action="store_true", help="build the CPU-only SuperNode image (no CUDA wheels)")
+    variant = demo.add_mutually_exclusive_group()
+    variant.add_argument("--cpu", action="store_true", help="force the CPU-only SuperNode image (no CUDA wheels)")
+    variant.add_argument("--gpu", action="store_true", help="force the CUDA SuperNode image and reserve the GPUs")
     demo.set_defaults(handler=_demo)
 
     site = commands.add_parser("site-bundle", help="prepare a folder for a remote site and register its node keys")
@@ -118,8 +120,12 @@ def _demo(args: argparse.Namespace) -> None:
     from .flwr_cli import FlwrCli
     from .offline_mnist import DEFAULT_PATH
 
-    env = {"FJS_NODE_VARIANT": "cpu"} if args.cpu else {}
-    files = ["compose.yaml"]
+    from .host import node_variant
+
+    variant, why = node_variant(force_cpu=args.cpu, force_gpu=args.gpu)
+    print(f"fjs: SuperNode image: {variant} ({why})")
+    env = {"FJS_NODE_VARIANT": variant}
+    files = ["compose.yaml"] + (["compose.gpu.yaml"] if variant == "cuda" else [])
     if args.offline:
         files.append("compose.offline.yaml")
         if not (REPO / DEFAULT_PATH).exists():
