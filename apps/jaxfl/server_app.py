@@ -26,7 +26,7 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as err:
         log(ERROR, "Bad run config: %s", err)
         raise ConfigError(str(err)) from None  # fails the run; `flwr ls` shows this line as the reason
-    out_dir = Path(settings.output_dir) / f"run-{context.run_id}"
+    out_dir = _results_dir(settings.output_dir, context.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # Every node must agree on how the dataset is split: decide once, send with every message.
@@ -34,7 +34,8 @@ def main(grid: Grid, context: Context) -> None:
     num_partitions = settings.num_partitions or connected
     log(INFO, "%d SuperNodes connected; the dataset is split into %d partitions", connected, num_partitions)
 
-    summary = {"run_id": context.run_id, "run_config": dict(context.run_config), "num_partitions": num_partitions}
+    summary = {"run_id": context.run_id, "run_config": dict(context.run_config), "num_partitions": num_partitions,
+               "workdir": str(Path.cwd())}
     summary["rounds"] = []
 
     def on_round_end(record: dict) -> None:
@@ -73,6 +74,13 @@ def main(grid: Grid, context: Context) -> None:
     summary["completed"] = True
     write_metrics(out_dir, summary)
     log(INFO, "Results in %s: final_model.npz, metrics.json, metrics.png", out_dir)
+
+
+def _results_dir(output_dir: str, run_id: int) -> Path:
+    """The stack starts each run's ServerApp in its own folder, outputs/run-<id>: results go right there,
+    beside whatever else the run writes. Started anywhere else: <output-dir>/run-<id>."""
+    here = Path.cwd()
+    return here if here.name == f"run-{run_id}" else Path(output_dir) / f"run-{run_id}"
 
 
 def _wait_for_nodes(grid: Grid, minimum: int) -> int:

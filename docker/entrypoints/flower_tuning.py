@@ -2,6 +2,7 @@
 
     python3 flower_tuning.py superlink [flower-superlink args]
     python3 flower_tuning.py supernode [flower-supernode args]
+    python3 flower_tuning.py superexec [flower-superexec args]   (it runs `... serverapp` per run)
 
 Runs Flower's own CLI entry point after applying the changes below. One switch turns them all off:
 FJS_FLOWER_TUNING=0 (then this is plain Flower). On any Flower version other than 1.39.0 nothing is
@@ -28,6 +29,11 @@ SuperNode
     every probe, is marked offline a minute later and never sampled again (seen on Kubernetes when
     the SuperLink pod was deleted). Here the node loop retries CANCELLED like UNAVAILABLE, and a
     heartbeat that fails with any transient gRPC error is retried instead of ending the thread.
+SuperExec
+  * each run's ServerApp starts in its own writable working directory, FJS_RUNS_DIR/run-<run id>
+    (default outputs/ under the SuperExec's working directory, a host folder or volume), so whatever
+    an App writes there (Flower's examples save `final_model.npz` to their working directory) reaches
+    the operator. Flower starts it in the SuperExec's own directory, read-only in our containers.
   * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
     heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
     compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
@@ -175,6 +181,41 @@ def reconnects_survive_a_superlink_restart() -> None:
     HeartbeatSender.__init__ = sender_init
 
 
+def serverapps_through_this_module() -> None:
+    """SuperExec: launch `flwr-serverapp` as `python3 flower_tuning.py serverapp ...` (see run_directory)."""
+    import subprocess
+
+    from flwr.supercore.superexec.executor import subprocess_executor
+
+    class _Subprocess:
+        def __getattr__(self, name: str):
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
+            if args and args[0] == "flwr-serverapp":
+                args = [sys.executable, os.path.abspath(__file__), "serverapp", *args[1:]]
+            return subprocess.Popen(args, *rest, **kwargs)
+
+    subprocess_executor.subprocess = _Subprocess()
+
+
+def run_directory(runs_dir: str) -> None:
+    """ServerApp process: once the run is known, work in `runs_dir`/run-<id> (made if missing)."""
+    import flwr.superlink.runtime.run_serverapp  # noqa: F401 (the module, shadowed by its function below)
+
+    module = sys.modules["flwr.superlink.runtime.run_serverapp"]
+    run_app = module.run_
+
+    def run_in_its_directory(*args, context, **kwargs):
+        folder = os.path.join(os.path.abspath(runs_dir), f"run-{context.run_id}")
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        os.chdir(folder)
+        return run_app(*args, context=context, **kwargs)
+
+    module.run_ = run_in_its_directory
+
+
 def longer_claim_window(seconds: float) -> None:
     """SuperNode: a claimed ClientApp task waits `seconds` (not 30) for its ClientApp's first heartbeat."""
     from datetime import timedelta
@@ -263,8 +304,18 @@ def main() -> None:
             longer_claim_window(CLAIM_WINDOW_SECONDS)
             reconnects_survive_a_superlink_restart()
         wait_for_registration(os.environ.get("FJS_REGISTERED_FILE"), float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
+    elif component == "superexec":
+        from flwr.supercore.cli import flower_superexec as run
+
+        if tuning_enabled(component):
+            serverapps_through_this_module()
+    elif component == "serverapp":
+        from flwr.superlink.cli import flwr_serverapp as run
+
+        sys.argv[0] = "flwr-serverapp"
+        run_directory(os.environ.get("FJS_RUNS_DIR", "outputs"))  # only ever started by the tuned SuperExec
     else:
-        sys.exit(f"flower_tuning: unknown component {component!r} (superlink or supernode)")
+        sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec)")
     # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its
     # Runtime API server) would otherwise keep a node with no loop alive and healthy-looking, where
     # the container's restart policy never sees it.

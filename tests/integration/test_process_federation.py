@@ -54,6 +54,7 @@ def test_two_rounds_with_three_nodes_train_a_model(federation):
     assert metrics["rounds"][1]["train"]["nodes"][0]["data-cached"] is True, "round 2 reads the node cache"
 
     out = running.outputs / f"run-{run_id}"
+    assert metrics["workdir"] == str(out.resolve()), "the ServerApp ran in its run's own folder"
     with np.load(out / "final_model.npz") as model:
         assert {name: model[name].shape for name in model.files} == SEED_SHAPES
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
