@@ -13,7 +13,9 @@ from pathlib import Path
 
 from . import files, node_keys, tls
 
-HERE = Path(__file__).resolve().parent
+# Generated files go to ./certs in the working directory, never into this package's folder (in the
+# repository root that is the same place; after `pip install .` it is not).
+DEFAULT_DIR = Path("certs")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="create the CA and the SuperLink certificate")
-    init.add_argument("--out", type=Path, default=HERE, help="folder for the files (default: certs/)")
+    init.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder for the files (default: ./certs)")
     init.add_argument("--san", action="append", default=[],
                       help="extra host name or IP (repeat, or comma-separate); also $CERTS_EXTRA_SANS")
     init.add_argument("--days", type=_at_least(1), default=825, help="server certificate validity (the CA gets >= 10 years)")
@@ -70,16 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=_init)
 
     show = commands.add_parser("show", help="print what the certificates and node keys say")
-    show.add_argument("--dir", type=Path, default=HERE)
+    show.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     show.set_defaults(handler=_show)
 
     verify = commands.add_parser("verify", help="check chain, validity, key match and host names")
-    verify.add_argument("--dir", type=Path, default=HERE)
+    verify.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     verify.add_argument("--host", action="append", default=[], help="a name clients use; must be in the SANs")
     verify.set_defaults(handler=_verify)
 
     keys = commands.add_parser("node-keys", help="SuperNode authentication key pairs, one per node slot")
-    keys.add_argument("--dir", type=Path, default=HERE, help="keys go to DIR/node-keys/ (default: certs/)")
+    keys.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="keys go to DIR/node-keys/ (default: ./certs)")
     keys.add_argument("--count", type=_at_least(1), required=True)
     keys.add_argument("--start", type=_at_least(0), default=0, help="first slot (= partition id)")
     mode = keys.add_mutually_exclusive_group()
@@ -89,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.set_defaults(handler=_node_keys)
 
     register = commands.add_parser("register", help="register the node-keys/*.pub with a SuperLink (node auth)")
-    register.add_argument("--dir", type=Path, default=HERE)
+    register.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     register.add_argument("--address", default="superlink:9093", help="SuperLink Control API host:port")
     register.add_argument("--ca", type=Path, help="CA certificate (default: DIR/ca.crt)")
     register.add_argument("--done-file", type=Path,
