@@ -144,11 +144,11 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _run_once(cli, run_config: str, outputs: Path) -> None:
+    from .progress import follow
+
     run_id = cli.start_run(run_config)
-    print(f"fjs: started run {run_id}")
-    cli.stream_logs(run_id)
-    info = cli.wait(run_id)
-    print(f"fjs: run {run_id} {info['status']}; results in {outputs / f'run-{run_id}'}")
+    print(f"fjs: started run {run_id}; one line per round below (Flower's full log: flwr log {run_id})")
+    info = follow(cli, run_id, outputs)
     if info["status"] != "finished:completed":
         raise RuntimeError(f"run {run_id} ended {info['status']}: see `flwr log {run_id}`")
 

@@ -72,6 +72,7 @@ class FlwrCli:
             try:
                 info = self.run_info(run_id)
             except (FlwrError, subprocess.TimeoutExpired):  # a busy host or a restarting SuperLink: ask again
+                time.sleep(poll)
                 continue
             if str(info["status"]).startswith("finished"):
                 return info
