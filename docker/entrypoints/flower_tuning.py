@@ -29,15 +29,15 @@ SuperNode
     every probe, is marked offline a minute later and never sampled again (seen on Kubernetes when
     the SuperLink pod was deleted). Here the node loop retries CANCELLED like UNAVAILABLE, and a
     heartbeat that fails with any transient gRPC error is retried instead of ending the thread.
+  * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
+    heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
+    compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
+    Once running, Flower's own heartbeat rules apply unchanged (a hung ClientApp fails after 60 s).
 SuperExec
   * each run's ServerApp starts in its own writable working directory, FJS_RUNS_DIR/run-<run id>
     (default outputs/ under the SuperExec's working directory, a host folder or volume), so whatever
     an App writes there (Flower's examples save `final_model.npz` to their working directory) reaches
     the operator. Flower starts it in the SuperExec's own directory, read-only in our containers.
-  * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
-    heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
-    compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
-    Once running, Flower's own heartbeat rules apply unchanged (a hung ClientApp fails after 60 s).
 """
 
 from __future__ import annotations
