@@ -120,12 +120,16 @@ def _demo(args: argparse.Namespace) -> None:
     from .flwr_cli import FlwrCli
     from .offline_mnist import DEFAULT_PATH
 
-    from .host import node_variant
+    from .host import hub_reachable, node_variant
 
     variant, why = node_variant(force_cpu=args.cpu, force_gpu=args.gpu)
     print(f"fjs: SuperNode image: {variant} ({why})")
     env = {"FJS_NODE_VARIANT": variant}
     files = ["compose.yaml"] + (["compose.gpu.yaml"] if variant == "cuda" else [])
+    if not args.offline and not hub_reachable():
+        print("fjs: the Hugging Face hub is not reachable from this host: training on the offline MNIST subset "
+              "(5,000 real images) instead")
+        args.offline = True
     if args.offline:
         files.append("compose.offline.yaml")
         if not (REPO / DEFAULT_PATH).exists():

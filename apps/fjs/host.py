@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
+
+HUB = "https://huggingface.co/api/datasets/ylecun/mnist"
 
 
 def docker_has_nvidia_runtime() -> bool:
@@ -41,3 +45,14 @@ def node_variant(force_cpu: bool = False, force_gpu: bool = False, runtime=docke
         return "cpu", ("a GPU is visible but Docker has no NVIDIA runtime (install the NVIDIA Container Toolkit); "
                        "--gpu forces the CUDA image")
     return "cpu", "no NVIDIA runtime in Docker and no GPU visible; --gpu forces the CUDA image"
+
+
+def hub_reachable(url: str = HUB, timeout: float = 5.0) -> bool:
+    """True when this host gets an HTTP answer from the Hugging Face hub within `timeout` (proxies honoured)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False

@@ -19,3 +19,13 @@ def test_flags_force_either():
 def test_this_host_is_read_without_error():
     variant, why = node_variant()  # the real docker info / nvidia-smi of the machine running the tests
     assert variant in ("cpu", "cuda") and why
+
+
+def test_an_unreachable_hub_is_told_apart_quickly():
+    import time
+
+    from apps.fjs.host import hub_reachable
+
+    started = time.monotonic()
+    assert hub_reachable("https://hub.invalid/api", timeout=5) is False  # .invalid never resolves
+    assert time.monotonic() - started < 30
