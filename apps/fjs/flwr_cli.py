@@ -79,11 +79,6 @@ class FlwrCli:
             time.sleep(poll)
         raise FlwrError(f"run {run_id} did not finish within {timeout:.0f} s")
 
-    def stream_logs(self, run_id: int, timeout: float = 3600) -> None:
-        """Print the run's log as it happens (to this process's stdout) until the run ends."""
-        argv = [flower_command("flwr"), "log", str(run_id), self.connection, "--stream"]
-        subprocess.run(argv, cwd=self.app_dir, env=self._env(), timeout=timeout, check=False)
-
     def logs(self, run_id: int) -> str:
         return self._call("log", str(run_id), self.connection, "--show")
 
