@@ -16,7 +16,7 @@ def docker_has_nvidia_runtime() -> bool:
     try:
         out = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
                              timeout=30).stdout
-        return "nvidia" in json.loads(out or "{}")
+        return "nvidia" in (json.loads(out or "{}") or {})  # "null" when the daemon is not up
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return False
 

@@ -111,6 +111,8 @@ class LocalFederation:
         node_keys.generate(self.certs, index, 1, if_absent=True)
         settings = {
             "PARTITION_ID": str(index),
+            # Flower's convention (node config `num-partitions`): the federation's size, or more for an added node.
+            "NUM_PARTITIONS": str(max(self.nodes, index + 1)),
             "FJS_NODE_SLOT": str(index),
             "SUPERLINK": f"127.0.0.1:{self.fleet_port}",
             "FJS_CA_CERT": str(ca_cert or self.certs / "ca.crt"),

@@ -104,7 +104,7 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
 def _prepare(msg: Message, context: Context) -> Job:
     run = RunSettings.parse(context.run_config)
     node = NodeSettings.parse(context.node_config)
-    num_partitions = node.num_partitions or int(msg.content["config"].get("num-partitions", 0))
+    num_partitions = node.partitions(int(msg.content["config"].get("num-partitions", 0)))
     if num_partitions < 1:
         raise ConfigError("the run did not say how many partitions it uses: set --node-config 'num-partitions=N'")
     check_partition(node.partition_id, num_partitions)

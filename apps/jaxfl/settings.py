@@ -82,12 +82,24 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class NodeSettings:
-    """What a SuperNode says about itself (--node-config): its partition and, optionally, its own data."""
+    """What a SuperNode says about itself (--node-config): its partition and, optionally, its own data.
+
+    The run's dataset is split into the number of partitions the ServerApp chose for the run (it
+    says so in each message); a node's `num-partitions` (Flower's convention, which the stack always
+    sets) is used only when the run does not say, or when `own-data=true`: the node's `dataset` is its
+    site's own, split among that site's nodes.
+    """
 
     partition_id: int
-    num_partitions: int | None  # None: use the number the ServerApp chose for this run
+    num_partitions: int | None
     dataset: str | None  # None: use the run config's dataset
     cache_dir: str | None
+    own_data: bool = False
+
+    def partitions(self, run_count: int) -> int:
+        if self.own_data and self.num_partitions:
+            return self.num_partitions
+        return run_count or self.num_partitions or 0
 
     @classmethod
     def parse(cls, node_config: Mapping[str, Any]) -> NodeSettings:
@@ -99,6 +111,7 @@ class NodeSettings:
             ),
             dataset=_text(node_config, "dataset", where) if "dataset" in node_config else None,
             cache_dir=_text(node_config, "cache-dir", where) if "cache-dir" in node_config else None,
+            own_data=str(node_config.get("own-data", "false")).lower() == "true",
         )
 
 
@@ -107,6 +120,6 @@ def check_partition(partition_id: int, num_partitions: int) -> None:
     if not 0 <= partition_id < num_partitions:
         raise ConfigError(
             f"partition-id {partition_id} is outside [0, {num_partitions}) for this run: start the SuperNode with "
-            f"a partition-id below {num_partitions}, or raise num-partitions (--run-config 'num-partitions=N' "
-            "or --node-config 'num-partitions=N')"
+            f"a partition-id below {num_partitions}, or raise the run's num-partitions (--run-config "
+            "'num-partitions=N'; a site with own-data=true: its node config's num-partitions)"
         )

@@ -3,6 +3,7 @@
     python3 flower_tuning.py superlink [flower-superlink args]
     python3 flower_tuning.py supernode [flower-supernode args]
     python3 flower_tuning.py superexec [flower-superexec args]   (it runs `... serverapp` per run)
+    python3 flower_tuning.py clientapp [flwr-clientapp args]     (the node's `flwr-clientapp` shim runs it)
 
 Runs Flower's own CLI entry point after applying the changes below. One switch turns them all off:
 FJS_FLOWER_TUNING=0 (then this is plain Flower). On any Flower version other than 1.39.0 nothing is
@@ -33,6 +34,17 @@ SuperNode
     heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
     compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
     Once running, Flower's own heartbeat rules apply unchanged (a hung ClientApp fails after 60 s).
+  * node config per run: Flower's examples read `partition-id` and `num-partitions` from the node
+    config, which Flower fixes when the node starts. Where partition ids are replica indices (compose
+    `--scale`, a StatefulSet) and NUM_PARTITIONS is not set, the node counts its service's replicas
+    in DNS (FJS_REPLICAS_DNS) when a run's first message arrives, and that run's node config carries
+    `num-partitions`: a scale change applies from the next run, as for the ServerApp's own count.
+ClientApp
+  * process pools start fresh: JAX is multithreaded, and a ClientApp that forks after JAX is up (a
+    `datasets` `num_proc` pool, multiprocessing) deadlocks in the child (JAX warns: "os.fork() is
+    incompatible with multithreaded code"). The default start method of `multiprocessing` and of
+    `multiprocess` (what `datasets` uses) is "spawn" in ClientApp processes: workers are new
+    interpreters. Apps that choose a start method themselves are left alone.
 SuperExec
   * each run's ServerApp starts in its own writable working directory, FJS_RUNS_DIR/run-<run id>
     (default outputs/ under the SuperExec's working directory, a host folder or volume), so whatever
@@ -216,6 +228,52 @@ def run_directory(runs_dir: str) -> None:
     module.run_ = run_in_its_directory
 
 
+def num_partitions_counted_per_run(service: str, own_index: int) -> None:
+    """SuperNode: a new run's node config gets `num-partitions` = the replicas of `service` at that moment."""
+    from flwr.supernode import start_client_internal as node
+    from replica import ReplicaError, replica_count
+
+    pull_and_store = node._pull_and_store_message
+
+    def with_count(**kwargs):
+        config = dict(kwargs["node_config"])  # this call's copy: earlier runs keep theirs
+        get_run = kwargs["get_run"]
+
+        def counting_get_run(run_id: int):  # Flower calls it only for a run this node has not seen yet
+            run = get_run(run_id)
+            try:
+                config["num-partitions"] = replica_count(service, own_index)
+                print(f"supernode: run {run_id}: num-partitions={config['num-partitions']} (replicas of {service!r})",
+                      flush=True)
+            except ReplicaError as err:
+                print(f"supernode: run {run_id}: no num-partitions in its node config: {err}", file=sys.stderr,
+                      flush=True)
+            return run
+
+        kwargs["node_config"], kwargs["get_run"] = config, counting_get_run
+        return pull_and_store(**kwargs)
+
+    node._pull_and_store_message = with_count
+
+
+def pools_start_fresh() -> None:
+    """ClientApp: new process pools spawn their workers instead of forking this (JAX) process."""
+    import multiprocessing
+
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        import multiprocess  # dill-based twin of multiprocessing, used by `datasets`
+    except ImportError:
+        return
+    multiprocess.set_start_method("spawn", force=True)
+
+
+def tune_clientapp() -> None:
+    """The ClientApp changes, for a process about to run Flower's `flwr-clientapp` (warm or cold)."""
+    if tuning_enabled("clientapp"):
+        pools_start_fresh()
+
+
 def longer_claim_window(seconds: float) -> None:
     """SuperNode: a claimed ClientApp task waits `seconds` (not 30) for its ClientApp's first heartbeat."""
     from datetime import timedelta
@@ -303,19 +361,26 @@ def main() -> None:
             fleet_calls_retried_and_failures_replied()
             longer_claim_window(CLAIM_WINDOW_SECONDS)
             reconnects_survive_a_superlink_restart()
+            if os.environ.get("FJS_REPLICAS_DNS"):
+                num_partitions_counted_per_run(os.environ["FJS_REPLICAS_DNS"], int(os.environ["FJS_REPLICA_INDEX"]))
         wait_for_registration(os.environ.get("FJS_REGISTERED_FILE"), float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
     elif component == "superexec":
         from flwr.supercore.cli import flower_superexec as run
 
         if tuning_enabled(component):
             serverapps_through_this_module()
+    elif component == "clientapp":
+        from flwr.supernode.cli import flwr_clientapp as run
+
+        sys.argv[0] = "flwr-clientapp"
+        tune_clientapp()
     elif component == "serverapp":
         from flwr.superlink.cli import flwr_serverapp as run
 
         sys.argv[0] = "flwr-serverapp"
         run_directory(os.environ.get("FJS_RUNS_DIR", "outputs"))  # only ever started by the tuned SuperExec
     else:
-        sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec)")
+        sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec, serverapp, clientapp)")
     # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its
     # Runtime API server) would otherwise keep a node with no loop alive and healthy-looking, where
     # the container's restart policy never sees it.

@@ -30,6 +30,7 @@ class Identity:
     slot: int
     partition: int
     source: str
+    replica: int | None = None  # 0-based replica index, when the orchestrator tells it
 
 
 def identity(env: dict[str, str] | None = None) -> Identity:
@@ -52,7 +53,7 @@ def identity(env: dict[str, str] | None = None) -> Identity:
         partition = replica[0]
     else:
         partition = slot
-    return Identity(slot, partition, source)
+    return Identity(slot, partition, source, replica[0] if replica else None)
 
 
 def replica_index(env) -> tuple[int, str] | None:
@@ -112,3 +113,21 @@ def _uses_docker_dns() -> bool:
             return f"nameserver {DOCKER_DNS}" in resolv.read()
     except OSError:
         return False
+
+
+def replica_count(name: str, own_index: int) -> int:
+    """How many replicas this node's service has now: the highest replica index among the addresses
+    `name` resolves to (compose: the service name; Kubernetes: the headless service), plus one. A
+    replica that is down at that moment (restarting) is still counted when a higher one is up."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+    except OSError as err:
+        raise ReplicaError(f"cannot resolve {name!r} to count this service's replicas ({err})") from None
+    first = 1 if _uses_docker_dns() else 0  # compose numbers replicas from 1, StatefulSets from 0
+    top = own_index
+    for address in addresses:
+        try:
+            top = max(top, index_from_name(socket.gethostbyaddr(address)[0]) - first)
+        except (OSError, ReplicaError):
+            continue  # no name with an index (e.g. our own /etc/hosts entry): the address still counts
+    return max(top + 1, len(addresses))

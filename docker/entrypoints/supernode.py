@@ -36,14 +36,28 @@ REFUSED_KEY = (
 )
 
 def node_config(partition: int, env) -> str:
+    """Flower's convention: `partition-id` and `num-partitions`. Without NUM_PARTITIONS the count is
+    added per run by flower_tuning.py (see counted_replicas)."""
     pairs = [f"partition-id={partition}"]
     if env.get("NUM_PARTITIONS"):
         pairs.append(f"num-partitions={int(env['NUM_PARTITIONS'])}")
+    if env.get("FJS_PARTITION_BY") == "replica":  # a site splitting its own dataset among its own nodes
+        pairs.append("own-data=true")
     if env.get("DATASET"):
         pairs.append(f'dataset="{env["DATASET"]}"')
     if env.get("NODE_CONFIG"):
         pairs.append(env["NODE_CONFIG"])
     return " ".join(pairs)
+
+
+def counted_replicas(node, env) -> str | None:
+    """The DNS name whose replicas flower_tuning.py counts for `num-partitions` at each run's start:
+    only where partition ids are replica indices (compose `--scale`, a StatefulSet, a site splitting
+    its own data) and nobody set NUM_PARTITIONS or PARTITION_ID by hand."""
+    by_replica = env.get("FJS_PARTITION_BY") == "replica" or (env.get("FJS_SLOT_OFFSET") or "0") == "0"
+    if env.get("NUM_PARTITIONS") or env.get("PARTITION_ID") or node.replica is None or not by_replica:
+        return None
+    return env.get("FJS_REPLICAS_DNS") or None
 
 
 def gpu_settings(partition: int, env) -> dict[str, str]:
@@ -86,9 +100,8 @@ def runtime_tls_args(env) -> list[str]:
 
 
 def warm_clientapps(env) -> None:
-    """Put the `flwr-clientapp` shim first on PATH: ClientApps fork from a warm zygote (docs/performance.md)."""
-    if env.get("FJS_WARM_CLIENTAPP", "1") == "0":
-        return
+    """Put the `flwr-clientapp` shim first on PATH: ClientApps fork from a warm zygote (docs/performance.md),
+    or with FJS_WARM_CLIENTAPP=0 start cold; either way through flower_tuning.py's ClientApp changes."""
     # The image ships the shim (its /tmp is noexec); elsewhere it is written into the node's run dir.
     bin_dir = Path(__file__).with_name("bin")
     if not (bin_dir / "flwr-clientapp").exists():
@@ -110,6 +123,7 @@ def main() -> None:
         node = identity()
         partition = node.partition
         config = node_config(partition, env)
+        replicas = counted_replicas(node, env)
         placement = gpu_settings(partition, env)
         auth = auth_args(node.slot, env)
         wait_for_tls(superlink, ca_cert, float(env.get("FJS_CONNECT_TIMEOUT", "120")))
@@ -119,10 +133,16 @@ def main() -> None:
     # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
     os.environ["FJS_CACHE_DIR"] = str(Path(env.get("FJS_CACHE_DIR", "/home/flwr/cache")) / f"node-{partition}")
     os.environ.update(placement)
+    os.environ.pop("FJS_REPLICAS_DNS", None)
+    if replicas:
+        os.environ.update(FJS_REPLICAS_DNS=replicas, FJS_REPLICA_INDEX=str(node.replica))
+        config_note = f" + num-partitions (replicas of {replicas!r}, counted at each run's start)"
+    else:
+        config_note = ""
     notes = f"; GPU settings {placement}" if placement else ""
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
     print(f"supernode: partition-id={partition} (from {node.source}); key slot {node.slot}; node config: "
-          f"{config}{notes}", flush=True)
+          f"{config}{config_note}{notes}", flush=True)
     # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob (default 1 s)
     # One XLA thread per node: as fast for this model, and nodes sharing a host don't oversubscribe it.

@@ -149,20 +149,29 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
 
 
 def _flwr_clientapp() -> None:
+    from flower_tuning import tune_clientapp
     from flwr.supernode.cli import flwr_clientapp  # already imported, unless the preload is empty
 
+    tune_clientapp()
     flwr_clientapp()
 
 
 # --- the shim that stands in for `flwr-clientapp` ---
 def launch(real_command: str) -> None:
+    """`real_command` is Flower's own flwr-clientapp; cold calls run it through flower_tuning.py (same
+    interpreter) so that they get the same ClientApp changes as warm ones."""
+    tuned = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flower_tuning.py")
+    python = os.path.join(os.path.dirname(real_command), "python3")
+    cold = [python if os.path.exists(python) else sys.executable, tuned, "clientapp", *sys.argv[1:]]
+    if os.environ.get("FJS_WARM_CLIENTAPP", "1") == "0":
+        os.execv(cold[0], cold)
     client = _connect_or_start_zygote()
     if client is None:  # no zygote could be had: run this call cold
-        os.execv(real_command, [real_command, *sys.argv[1:]])
+        os.execv(cold[0], cold)
     _send(client, {"argv": ["flwr-clientapp", *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
     reply, _ = _receive(client)
     if reply is None or "pid" not in reply:
-        os.execv(real_command, [real_command, *sys.argv[1:]])
+        os.execv(cold[0], cold)
     child = reply["pid"]
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: os.kill(child, number))

@@ -28,14 +28,14 @@ def test_replica_index_from_names(name, index):
 
 def test_slot_and_partition_from_the_orchestrator():
     # Kubernetes / compose replica k: slot k, partition k.
-    assert replica.identity({"POD_INDEX": "1"}) == replica.Identity(1, 1, "POD_INDEX")
+    assert replica.identity({"POD_INDEX": "1"}) == replica.Identity(1, 1, "POD_INDEX", 1)
     # An explicit partition wins for the data; the key slot still follows the replica.
-    assert replica.identity({"PARTITION_ID": "4", "POD_INDEX": "1"}) == replica.Identity(1, 4, "POD_INDEX")
+    assert replica.identity({"PARTITION_ID": "4", "POD_INDEX": "1"}) == replica.Identity(1, 4, "POD_INDEX", 1)
     # A site given slots 5.. shares the global partition numbering ...
-    assert replica.identity({"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5"}) == replica.Identity(6, 6, "POD_INDEX")
+    assert replica.identity({"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5"}) == replica.Identity(6, 6, "POD_INDEX", 1)
     # ... or splits its own data by replica.
     site = {"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5", "FJS_PARTITION_BY": "replica"}
-    assert replica.identity(site) == replica.Identity(6, 1, "POD_INDEX")
+    assert replica.identity(site) == replica.Identity(6, 1, "POD_INDEX", 1)
     # Processes: told everything explicitly.
     assert replica.identity({"PARTITION_ID": "2", "FJS_NODE_SLOT": "2"}) == replica.Identity(2, 2, "FJS_NODE_SLOT")
     with pytest.raises(replica.ReplicaError, match="FJS_SLOT_OFFSET='x' is not an integer"):
@@ -45,6 +45,39 @@ def test_slot_and_partition_from_the_orchestrator():
 def test_node_config_carries_partition_dataset_and_overrides():
     env = {"NUM_PARTITIONS": "10", "DATASET": "/data/mnist.parquet", "NODE_CONFIG": "cache-dir='/c'"}
     assert supernode.node_config(2, env) == "partition-id=2 num-partitions=10 dataset=\"/data/mnist.parquet\" cache-dir='/c'"
+
+
+def test_own_data_sites_say_so_in_the_node_config():
+    site = {"FJS_PARTITION_BY": "replica", "NUM_PARTITIONS": "3", "DATASET": "/data/site.parquet"}
+    assert supernode.node_config(1, site) == 'partition-id=1 num-partitions=3 own-data=true dataset="/data/site.parquet"'
+
+
+@pytest.mark.parametrize(
+    ("env", "counted"),
+    [
+        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode"}, "supernode"),  # StatefulSet / compose --scale
+        ({"POD_INDEX": "2"}, None),  # no name to count
+        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "NUM_PARTITIONS": "8"}, None),  # set by hand
+        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "PARTITION_ID": "7"}, None),  # set by hand
+        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "FJS_SLOT_OFFSET": "4"}, None),  # a site's global ids
+        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "FJS_SLOT_OFFSET": "4", "FJS_PARTITION_BY": "replica"},
+         "supernode"),  # a site splitting its own data
+        ({"PARTITION_ID": "2", "FJS_NODE_SLOT": "2", "FJS_REPLICAS_DNS": "supernode"}, None),  # processes
+    ],
+)
+def test_num_partitions_is_counted_only_where_ids_are_replica_indices(env, counted):
+    assert supernode.counted_replicas(replica.identity(env), env) == counted
+
+
+def test_replica_count_is_the_highest_index_seen_plus_one(monkeypatch):
+    # Replicas 0, 1 and 4 resolve (2 and 3 are restarting): five partitions, as before they went down.
+    names = {"10.0.0.2": "supernode-0.supernode.ns.svc", "10.0.0.3": "supernode-1.supernode.ns.svc",
+             "10.0.0.6": "supernode-4.supernode.ns.svc", "10.0.0.9": "abc123"}
+    monkeypatch.setattr(replica.socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", (ip, 0)) for ip in names])
+    monkeypatch.setattr(replica.socket, "gethostbyaddr", lambda ip: (names[ip], [], [ip]))
+    monkeypatch.setattr(replica, "_uses_docker_dns", lambda: False)
+    assert replica.replica_count("supernode", own_index=1) == 5
+    assert replica.replica_count("supernode", own_index=6) == 7  # this node itself always counts
 
 
 def test_gpu_settings_spread_nodes_and_split_memory():

@@ -69,6 +69,14 @@ def test_node_config():
         NodeSettings.parse({"partition-id": -1})
 
 
+def test_the_run_chooses_the_split_unless_the_node_brings_its_own_data():
+    node = NodeSettings.parse({"partition-id": 1, "num-partitions": 10})
+    assert node.partitions(4) == 4  # the ServerApp's count for this run wins over the stack's replica count
+    assert node.partitions(0) == 10  # a run that does not say: Flower's convention
+    site = NodeSettings.parse({"partition-id": 1, "num-partitions": 3, "own-data": "true", "dataset": "/d.parquet"})
+    assert site.own_data and site.partitions(12) == 3
+
+
 def test_partition_out_of_range_names_the_fix():
     check_partition(2, 3)
     with pytest.raises(ConfigError) as err:
