@@ -87,6 +87,9 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert_round_counts(metrics, rounds=2, results=5)
     assert all(_partition_ids(r) == [0, 1, 2, 3, 4] for r in metrics["rounds"])
     timings["round, 5 nodes"] = metrics["rounds"][-1]["wall_s"]
+    # Flower's convention too: each pod's node config for that run said num-partitions=5 (counted in DNS).
+    for pod in ("supernode-0", "supernode-4"):
+        assert f"run {second}: num-partitions=5 " in cluster.kubectl("logs", pod), pod
 
     # A SuperNode pod deleted during round 1: that round counts it and completes; the pod comes back
     # with the same partition id and key.
