@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create the CA and the SuperLink certificate")
     init.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder for the files (default: ./certs)")
     init.add_argument("--san", action="append", default=[],
-                      help="extra host name or IP (repeat, or comma-separate); also $CERTS_EXTRA_SANS")
+                      help="extra host name or IP (repeat, or comma-separate); also $FJS_PUBLIC_HOSTS")
     init.add_argument("--days", type=_at_least(1), default=825, help="server certificate validity (the CA gets >= 10 years)")
     mode = init.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="replace existing certificates")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -30,10 +31,22 @@ def paths(directory: Path) -> dict[str, Path]:
 
 
 def sans_from(values: list[str], base: list[str] = DEFAULT_SANS) -> list[str]:
-    """base + each value (comma-separated lists allowed) + $CERTS_EXTRA_SANS, without duplicates."""
-    extra = [*values, os.environ.get("CERTS_EXTRA_SANS", "")] if base is DEFAULT_SANS else values
+    """base + each value (comma-separated lists allowed) + $FJS_PUBLIC_HOSTS, without duplicates."""
+    extra = [*values, public_hosts()] if base is DEFAULT_SANS else values
     names = base + [n.strip() for value in extra for n in value.split(",") if n.strip()]
     return list(dict.fromkeys(names))
+
+
+def public_hosts() -> str:
+    """FJS_PUBLIC_HOSTS, as on the compose host (its old name CERTS_EXTRA_SANS is read for one release).
+    Read here, not through docker/entrypoints/registry.py (which lists both): this tool runs on hosts too."""
+    if os.environ.get("FJS_PUBLIC_HOSTS", "").strip():
+        return os.environ["FJS_PUBLIC_HOSTS"]
+    if os.environ.get("CERTS_EXTRA_SANS", "").strip():
+        print("warning: CERTS_EXTRA_SANS is deprecated and read until the next release: set FJS_PUBLIC_HOSTS",
+              file=sys.stderr)
+        return os.environ["CERTS_EXTRA_SANS"]
+    return ""
 
 
 def loopback_pair(out_dir: Path) -> dict[str, Path]:

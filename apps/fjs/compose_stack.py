@@ -11,9 +11,8 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from .paths import REPO
 
 
 class ComposeError(RuntimeError):

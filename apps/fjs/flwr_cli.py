@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from .paths import REPO
 
 
 class FlwrError(RuntimeError):
@@ -52,8 +52,9 @@ class FlwrCli:
         out = self._call(*args, "--format", "json")
         return json.loads(out[out.index("{") :])
 
-    def start_run(self, run_config: str = "") -> int:
-        args = ["run", ".", self.connection] + (["--run-config", run_config] if run_config else [])
+    def start_run(self, *run_configs: str) -> int:
+        """`run_configs`: 'key=value ...' strings; a later one overrides an earlier one's keys."""
+        args = ["run", ".", self.connection] + [arg for config in run_configs if config for arg in ("--run-config", config)]
         reply = self._json(*args)
         if not reply.get("success"):
             raise FlwrError(f"flwr run did not start a run: {reply}")

@@ -28,8 +28,7 @@ from certs import node_keys, tls
 from certs.register import register_keys
 
 from .connection import ConnectionProblem, probe, write_connection
-
-ENTRYPOINTS = Path(__file__).resolve().parents[2] / "docker" / "entrypoints"
+from .paths import ENTRYPOINTS
 
 
 def free_ports(count: int) -> list[int]:
@@ -87,7 +86,7 @@ class LocalFederation:
             "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
             "--disable-runtime-dependency-installation",
             "--enable-supernode-auth",
-        ], {"FJS_CERTS": str(self.certs)})  # fmt: skip
+        ])  # fmt: skip
         self.wait_for_superlink()
         self.register(range(self.nodes))
         self._spawn(
@@ -114,7 +113,7 @@ class LocalFederation:
             # Flower's convention (node config `num-partitions`): the federation's size, or more for an added node.
             "NUM_PARTITIONS": str(max(self.nodes, index + 1)),
             "FJS_NODE_SLOT": str(index),
-            "SUPERLINK": f"127.0.0.1:{self.fleet_port}",
+            "FJS_SUPERLINK": f"127.0.0.1:{self.fleet_port}",
             "FJS_CA_CERT": str(ca_cert or self.certs / "ca.crt"),
             "RUNTIME_PORT": str(self.node_port + index),
             "FJS_CACHE_DIR": str(self.root / "nodes" / "cache"),

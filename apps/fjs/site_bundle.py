@@ -12,7 +12,7 @@ from pathlib import Path
 from certs import node_keys, tls
 from certs.register import register_keys
 
-REPO = Path(__file__).resolve().parents[2]
+from .paths import REPO
 
 
 class BundleError(RuntimeError):

@@ -87,7 +87,7 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
         {
             "partition-id": job.node.partition_id,
             "num-partitions": job.num_partitions,
-            "device": runtime.device_report(),
+            "device": runtime.device_report(job.node.expect_gpu),
             "data-cached": job.data_cached,
             "data-s": job.data_seconds,
             "work-s": time.perf_counter() - started,

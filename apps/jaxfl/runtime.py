@@ -2,11 +2,12 @@
 
 Every message starts a fresh `flwr-clientapp` process, so without a persistent cache each call
 re-compiles the train/eval programs (seconds of CPU). The cache lives under the node's cache dir.
+What the deployment says (cache folder, whether a GPU is expected) arrives in the node config: the
+App reads no environment variables (tests/unit/test_registry.py).
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from logging import INFO, WARNING
 from pathlib import Path
@@ -16,8 +17,8 @@ from flwr.common.logger import log
 
 
 def default_cache_dir() -> Path:
-    """FJS_CACHE_DIR, else .cache/flower-jax-stack under the SuperNode's working directory."""
-    return Path(os.environ.get("FJS_CACHE_DIR") or Path.cwd() / ".cache" / "flower-jax-stack")
+    """Without a node config `cache-dir`: .cache/flower-jax-stack under the SuperNode's working directory."""
+    return Path.cwd() / ".cache" / "flower-jax-stack"
 
 
 def use_compilation_cache(cache_dir: Path) -> None:
@@ -28,20 +29,21 @@ def use_compilation_cache(cache_dir: Path) -> None:
 
 
 @cache
-def device_report() -> str:
-    """Which device trains, logged once per process; a CUDA image that finds no GPU says so loudly."""
+def device_report(expect_gpu: bool = False) -> str:
+    """Which device trains, logged once per process; a CUDA image (or a node whose config says
+    `expect-gpu=true`) that finds no GPU says so loudly."""
     device = jax.devices()[0]
     description = f"{device.platform}:{device.id} ({device.device_kind})"
-    if device.platform == "cpu" and _cuda_expected():
+    if device.platform == "cpu" and (expect_gpu or _cuda_image()):
         log(WARNING, "No GPU visible to JAX: training on CPU. Check the NVIDIA runtime (docs/gpu.md).")
     log(INFO, "ClientApp trains on %s", description)
     return description
 
 
-def _cuda_expected() -> bool:
-    """True in the CUDA image (jax-cuda12 plugin installed) or when the operator asked for a GPU."""
+def _cuda_image() -> bool:
+    """True in the CUDA image (jax-cuda12 plugin installed)."""
     try:
         import jax_cuda12_plugin  # noqa: F401  (only present in the CUDA image)
     except ImportError:
-        return os.environ.get("FJS_EXPECT_GPU") == "1"
+        return False
     return True

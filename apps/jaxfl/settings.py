@@ -93,8 +93,9 @@ class NodeSettings:
     partition_id: int
     num_partitions: int | None
     dataset: str | None  # None: use the run config's dataset
-    cache_dir: str | None
+    cache_dir: str | None  # the stack's SuperNodes set it (one folder per node); None: under the working dir
     own_data: bool = False
+    expect_gpu: bool = False  # warn when training falls back to CPU (the stack's GPU overlays set it)
 
     def partitions(self, run_count: int) -> int:
         if self.own_data and self.num_partitions:
@@ -111,8 +112,14 @@ class NodeSettings:
             ),
             dataset=_text(node_config, "dataset", where) if "dataset" in node_config else None,
             cache_dir=_text(node_config, "cache-dir", where) if "cache-dir" in node_config else None,
-            own_data=str(node_config.get("own-data", "false")).lower() == "true",
+            own_data=_flag(node_config, "own-data"),
+            expect_gpu=_flag(node_config, "expect-gpu"),
         )
+
+
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    """A true/false key: TOML's `key=true` arrives as a bool, a quoted "true" as a string."""
+    return str(config.get(key, "false")).lower() == "true"
 
 
 def check_partition(partition_id: int, num_partitions: int) -> None:

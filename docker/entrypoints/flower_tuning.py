@@ -61,6 +61,7 @@ import time
 from contextlib import contextmanager
 
 import flwr
+from registry import get
 
 FLOWER_VERSION = "1.39.0"
 RETRYABLE = ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -337,7 +338,7 @@ def wait_for_registration(done_file: str | None, timeout: float) -> None:
 
 
 def tuning_enabled(component: str) -> bool:
-    if os.environ.get("FJS_FLOWER_TUNING", "1") == "0":
+    if get("FJS_FLOWER_TUNING") == "0":
         return False
     if flwr.__version__ != FLOWER_VERSION:
         print(f"{component}: flwr {flwr.__version__} is not {FLOWER_VERSION}: running Flower unchanged",
@@ -357,13 +358,13 @@ def main() -> None:
         from flwr.supernode.cli import flower_supernode as run
 
         if tuning_enabled(component):
-            shorter_idle_poll(float(os.environ.get("FJS_NODE_POLL_INTERVAL", "1")))
+            shorter_idle_poll(float(get("FJS_NODE_POLL_INTERVAL")))
             fleet_calls_retried_and_failures_replied()
             longer_claim_window(CLAIM_WINDOW_SECONDS)
             reconnects_survive_a_superlink_restart()
-            if os.environ.get("FJS_REPLICAS_DNS"):
-                num_partitions_counted_per_run(os.environ["FJS_REPLICAS_DNS"], int(os.environ["FJS_REPLICA_INDEX"]))
-        wait_for_registration(os.environ.get("FJS_REGISTERED_FILE"), float(os.environ.get("FJS_CONNECT_TIMEOUT", "120")))
+            if get("FJS_REPLICAS_DNS"):
+                num_partitions_counted_per_run(get("FJS_REPLICAS_DNS"), int(get("FJS_REPLICA_INDEX")))
+        wait_for_registration(get("FJS_REGISTERED_FILE"), float(get("FJS_CONNECT_TIMEOUT")))
     elif component == "superexec":
         from flwr.supercore.cli import flower_superexec as run
 
@@ -378,7 +379,7 @@ def main() -> None:
         from flwr.superlink.cli import flwr_serverapp as run
 
         sys.argv[0] = "flwr-serverapp"
-        run_directory(os.environ.get("FJS_RUNS_DIR", "outputs"))  # only ever started by the tuned SuperExec
+        run_directory(get("FJS_RUNS_DIR"))  # only ever started by the tuned SuperExec
     else:
         sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec, serverapp, clientapp)")
     # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its

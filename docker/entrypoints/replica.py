@@ -17,6 +17,8 @@ import re
 import socket
 from dataclasses import dataclass
 
+from registry import get
+
 DOCKER_DNS = "127.0.0.11"
 _INDEX = re.compile(r"-(\d+)$")
 
@@ -37,19 +39,19 @@ def identity(env: dict[str, str] | None = None) -> Identity:
     env = os.environ if env is None else env
     replica = replica_index(env) if not _set(env, "FJS_NODE_SLOT") else None
     if _set(env, "FJS_NODE_SLOT"):
-        slot, source = _integer(env["FJS_NODE_SLOT"], "FJS_NODE_SLOT"), "FJS_NODE_SLOT"
+        slot, source = _integer(env, "FJS_NODE_SLOT"), "FJS_NODE_SLOT"
     elif replica is not None:
-        slot, source = _integer(env.get("FJS_SLOT_OFFSET") or "0", "FJS_SLOT_OFFSET") + replica[0], replica[1]
+        slot, source = _integer(env, "FJS_SLOT_OFFSET") + replica[0], replica[1]
     elif _set(env, "PARTITION_ID"):
-        slot, source = _integer(env["PARTITION_ID"], "PARTITION_ID"), "PARTITION_ID"
+        slot, source = _integer(env, "PARTITION_ID"), "PARTITION_ID"
     else:
         raise ReplicaError(
             "cannot tell which node this is: set PARTITION_ID (compose: run it as a replica of the `supernode` "
             "service; Kubernetes: a StatefulSet pod)"
         )
     if _set(env, "PARTITION_ID"):
-        partition = _integer(env["PARTITION_ID"], "PARTITION_ID")
-    elif env.get("FJS_PARTITION_BY") == "replica" and replica is not None:
+        partition = _integer(env, "PARTITION_ID")
+    elif get("FJS_PARTITION_BY", env) == "replica" and replica is not None:
         partition = replica[0]
     else:
         partition = slot
@@ -59,7 +61,7 @@ def identity(env: dict[str, str] | None = None) -> Identity:
 def replica_index(env) -> tuple[int, str] | None:
     """(0-based replica index, where it came from), or None when the orchestrator says nothing."""
     if _set(env, "POD_INDEX"):
-        return _integer(env["POD_INDEX"], "POD_INDEX"), "POD_INDEX"
+        return _integer(env, "POD_INDEX"), "POD_INDEX"
     if _uses_docker_dns():
         name = docker_dns_name()
         if _INDEX.search(name.split(".", 1)[0]):  # `docker compose run` containers carry no index
@@ -94,10 +96,11 @@ def docker_dns_name() -> str:
 
 
 def _set(env, variable: str) -> bool:
-    return bool(env.get(variable, "").strip())
+    return bool(get(variable, env).strip())
 
 
-def _integer(value: str, variable: str) -> int:
+def _integer(env, variable: str) -> int:
+    value = get(variable, env)
     try:
         number = int(value)
     except ValueError:

@@ -1,29 +1,23 @@
 """Container entrypoint of a SuperNode: find its partition id, check TLS, then run flower-supernode.
 
-Environment (all optional): PARTITION_ID, FJS_NODE_SLOT, FJS_SLOT_OFFSET, FJS_PARTITION_BY (see
-replica.py), NUM_PARTITIONS, DATASET (a local Parquet path), NODE_CONFIG
-(extra key=value pairs), SUPERLINK (host:port of the Fleet API, default superlink:9092),
-FJS_CA_CERT (default /certs/ca.crt), FJS_CONNECT_TIMEOUT (seconds, default 120), FJS_CACHE_DIR (the
-shared cache volume; each node uses its own node-<partition> folder in it), FJS_GPUS and
-FJS_NODES_PER_GPU (see gpu_settings), FJS_NODE_KEYS (folder of node-<slot>.key auth keys, default
-/node-keys; node authentication is used when it exists), FJS_AUTH_RETRY_SECONDS (how long a refused
-activation is retried, default 180: registration may still be running, or a crashed node's old
-session may still count as online), FJS_RUN_DIR (this node's runtime
-files: its throwaway Runtime API certificate, the warm ClientApp socket; default /tmp/fjs),
-FJS_WARM_CLIENTAPP (1, the default: fork ClientApps from a warm zygote; 0: plain flwr-clientapp).
-Arguments after the image name are passed on to flower-supernode (never --insecure).
+Its settings are environment variables, all optional and all in registry.py (name, default,
+meaning): who this node is (replica.py), its node config (partition, dataset, cache folder, GPU
+expectation: the App reads these, never the environment), where the SuperLink is, its keys, TLS
+and GPU placement. Arguments after the image name are passed on to flower-supernode (never --insecure).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 
 from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
+from registry import export_default, get
 from replica import ReplicaError, identity
 from warm_clientapp import install_shim
 
@@ -35,29 +29,37 @@ REFUSED_KEY = (
     "crash (released about a minute after its last heartbeat)"
 )
 
+# Flower's own node-config syntax (flwr.common.config.parse_config_args): key=value, values maybe quoted.
+_PAIR = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
+
+
 def node_config(partition: int, env) -> str:
-    """Flower's convention: `partition-id` and `num-partitions`. Without NUM_PARTITIONS the count is
-    added per run by flower_tuning.py (see counted_replicas)."""
-    pairs = [f"partition-id={partition}"]
-    if env.get("NUM_PARTITIONS"):
-        pairs.append(f"num-partitions={int(env['NUM_PARTITIONS'])}")
-    if env.get("FJS_PARTITION_BY") == "replica":  # a site splitting its own dataset among its own nodes
-        pairs.append("own-data=true")
-    if env.get("DATASET"):
-        pairs.append(f'dataset="{env["DATASET"]}"')
-    if env.get("NODE_CONFIG"):
-        pairs.append(env["NODE_CONFIG"])
-    return " ".join(pairs)
+    """Flower's convention (`partition-id`, `num-partitions`) and what the App needs from the deployment
+    (`cache-dir`, `expect-gpu`), so the App itself reads no environment. Without NUM_PARTITIONS the
+    count is added per run by flower_tuning.py (see counted_replicas)."""
+    pairs = {"partition-id": str(partition)}
+    if get("NUM_PARTITIONS", env):
+        pairs["num-partitions"] = str(int(get("NUM_PARTITIONS", env)))
+    if get("FJS_PARTITION_BY", env) == "replica":  # a site splitting its own dataset among its own nodes
+        pairs["own-data"] = "true"
+    if get("DATASET", env):
+        pairs["dataset"] = f'"{get("DATASET", env)}"'
+    # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
+    pairs["cache-dir"] = f'"{Path(get("FJS_CACHE_DIR", env)) / f"node-{partition}"}"'
+    if get("FJS_EXPECT_GPU", env) == "1":
+        pairs["expect-gpu"] = "true"
+    pairs.update(_PAIR.findall(get("NODE_CONFIG", env)))  # NODE_CONFIG wins (Flower rejects a key given twice)
+    return " ".join(f"{key}={value}" for key, value in pairs.items())
 
 
 def counted_replicas(node, env) -> str | None:
     """The DNS name whose replicas flower_tuning.py counts for `num-partitions` at each run's start:
     only where partition ids are replica indices (compose `--scale`, a StatefulSet, a site splitting
     its own data) and nobody set NUM_PARTITIONS or PARTITION_ID by hand."""
-    by_replica = env.get("FJS_PARTITION_BY") == "replica" or (env.get("FJS_SLOT_OFFSET") or "0") == "0"
-    if env.get("NUM_PARTITIONS") or env.get("PARTITION_ID") or node.replica is None or not by_replica:
+    by_replica = get("FJS_PARTITION_BY", env) == "replica" or get("FJS_SLOT_OFFSET", env) == "0"
+    if get("NUM_PARTITIONS", env) or get("PARTITION_ID", env) or node.replica is None or not by_replica:
         return None
-    return env.get("FJS_REPLICAS_DNS") or None
+    return get("FJS_REPLICAS_DNS", env) or None
 
 
 def gpu_settings(partition: int, env) -> dict[str, str]:
@@ -68,10 +70,10 @@ def gpu_settings(partition: int, env) -> dict[str, str]:
     allocates on demand, since its default (75% per process) lets only one node per GPU start.
     """
     settings = {}
-    gpus = int(env.get("FJS_GPUS") or 0)
+    gpus = int(get("FJS_GPUS", env))
     if gpus > 0:
         settings["CUDA_VISIBLE_DEVICES"] = str(partition % gpus)
-    per_gpu = int(env.get("FJS_NODES_PER_GPU") or 0)
+    per_gpu = int(get("FJS_NODES_PER_GPU", env))
     if per_gpu > 0:
         settings["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
         settings["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / per_gpu:.3f}"
@@ -80,7 +82,7 @@ def gpu_settings(partition: int, env) -> dict[str, str]:
 
 def auth_args(slot: int, env) -> list[str]:
     """This node's own key (slot = its replica's slot), when the deployment mounts a node-keys folder."""
-    folder = Path(env.get("FJS_NODE_KEYS", "/node-keys"))
+    folder = Path(get("FJS_NODE_KEYS", env))
     if not folder.is_dir():
         return []
     key = folder / f"node-{slot}.key"
@@ -94,7 +96,7 @@ def auth_args(slot: int, env) -> list[str]:
 
 def runtime_tls_args(env) -> list[str]:
     """TLS for this node's own Runtime API (its SuperExec and ClientApps connect over loopback)."""
-    made = loopback_pair(Path(env.get("FJS_RUN_DIR", "/tmp/fjs")) / "runtime-tls")
+    made = loopback_pair(Path(get("FJS_RUN_DIR", env)) / "runtime-tls")
     return ["--ssl-certfile", str(made["server_cert"]), "--ssl-keyfile", str(made["server_key"]),
             "--ssl-ca-certfile", str(made["ca_cert"])]
 
@@ -109,14 +111,14 @@ def warm_clientapps(env) -> None:
         if real is None:
             print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
             return
-        bin_dir = Path(install_shim(str(Path(env.get("FJS_RUN_DIR", "/tmp/fjs")) / "bin"), real))
+        bin_dir = Path(install_shim(str(Path(get("FJS_RUN_DIR", env)) / "bin"), real))
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
 def main() -> None:
     env = os.environ
-    superlink = env.get("SUPERLINK", "superlink:9092")
-    ca_cert = Path(env.get("FJS_CA_CERT", "/certs/ca.crt"))
+    superlink = get("FJS_SUPERLINK")  # or its old name SUPERLINK, for one release
+    ca_cert = Path(get("FJS_CA_CERT"))
     try:
         if "--insecure" in sys.argv[1:]:
             raise PreflightError("--insecure is not allowed: every link of this stack uses TLS")
@@ -126,12 +128,10 @@ def main() -> None:
         replicas = counted_replicas(node, env)
         placement = gpu_settings(partition, env)
         auth = auth_args(node.slot, env)
-        wait_for_tls(superlink, ca_cert, float(env.get("FJS_CONNECT_TIMEOUT", "120")))
+        wait_for_tls(superlink, ca_cert, float(get("FJS_CONNECT_TIMEOUT")))
         runtime_tls = runtime_tls_args(env)
     except (ReplicaError, PreflightError, ValueError) as err:
         sys.exit(f"supernode: error: {err}")
-    # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
-    os.environ["FJS_CACHE_DIR"] = str(Path(env.get("FJS_CACHE_DIR", "/home/flwr/cache")) / f"node-{partition}")
     os.environ.update(placement)
     os.environ.pop("FJS_REPLICAS_DNS", None)
     if replicas:
@@ -144,9 +144,8 @@ def main() -> None:
     print(f"supernode: partition-id={partition} (from {node.source}); key slot {node.slot}; node config: "
           f"{config}{config_note}{notes}", flush=True)
     # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")  # Flower's own knob (default 1 s)
-    # One XLA thread per node: as fast for this model, and nodes sharing a host don't oversubscribe it.
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", get("FJS_CLIENTAPP_POLL_INTERVAL"))  # Flower's name
+    export_default("XLA_FLAGS")  # one XLA thread per node (registry.py says why)
     argv = [
         sys.executable, str(Path(__file__).with_name("flower_tuning.py")), "supernode",
         "--superlink", superlink,
@@ -154,7 +153,7 @@ def main() -> None:
         "--node-config", config,
         "--isolation", "subprocess",
         "--host", "127.0.0.1",
-        "--port", env.get("RUNTIME_PORT", "9094"),
+        "--port", get("RUNTIME_PORT"),
         *runtime_tls,
         *auth,
         *sys.argv[1:],
@@ -164,7 +163,7 @@ def main() -> None:
     spec = {
         "argv": argv,
         "markers": REFUSAL_MARKERS,
-        "retry_seconds": float(env.get("FJS_AUTH_RETRY_SECONDS", "180")),
+        "retry_seconds": float(get("FJS_AUTH_RETRY_SECONDS")),
         "retrying": "supernode: activation refused (key not registered yet, or an old session still online); "
                     "retrying for up to {left:.0f} s more",
         "explanation": "supernode: error: " + REFUSED_KEY.replace("{public}", public),

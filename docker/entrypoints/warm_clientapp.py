@@ -9,9 +9,9 @@ Flower's own `flwr-clientapp` entry point. Every message still gets a fresh proc
 run App code (the zygote only imports libraries and never initialises an accelerator).
 
 The zygote costs ~250 MB, so it is started by the first ClientApp call, which waits for it (at most
-FJS_WARM_START_SECONDS, default 120) rather than import everything a second time in parallel, and
-it exits after FJS_WARM_IDLE_SECONDS (default 600) without calls: an idle node holds no zygote. If
-none can be reached, the shim runs the real `flwr-clientapp`.
+START_SECONDS) rather than import everything a second time in parallel, and it exits after
+FJS_WARM_IDLE_SECONDS (registry.py) without calls: an idle node holds no zygote. If none can be
+reached, the shim runs the real `flwr-clientapp`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ import sys
 import time
 import traceback
 
-SOCKET = os.path.join(os.environ.get("FJS_RUN_DIR", "/tmp/fjs"), "warm-clientapp.sock")
-PRELOAD = os.environ.get("FJS_WARM_PRELOAD", "flwr.supernode.cli,numpy,jax,jax.numpy,flax.linen,optax,psutil")
+from registry import get
+
+SOCKET = os.path.join(get("FJS_RUN_DIR"), "warm-clientapp.sock")
+PRELOAD = get("FJS_WARM_PRELOAD")
+# A first call waits this long for the zygote it started (imports take a few seconds; a busy host, more).
+START_SECONDS = 120.0
 
 
 # --- wire format: 4-byte length + JSON; the shim's stdin/stdout/stderr travel as SCM_RIGHTS ---
@@ -74,7 +78,7 @@ def serve(path: str = SOCKET, preload: str = PRELOAD) -> None:
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
-    idle = float(os.environ.get("FJS_WARM_IDLE_SECONDS", "600"))
+    idle = float(get("FJS_WARM_IDLE_SECONDS"))
     print(f"warm-clientapp: ready on {path} (preloaded {preload}; exits after {idle:.0f} s idle)", flush=True)
     while True:
         events = selector.select(timeout=idle)
@@ -127,14 +131,14 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = request["argv"]
-        if os.environ.get("FJS_PROFILE_DIR"):  # benchmarks: where each second of a call goes
+        if get("FJS_PROFILE_DIR"):  # benchmarks: where each second of a call goes
             import cProfile
 
             profile = cProfile.Profile()
             try:
                 profile.runcall(_flwr_clientapp)
             finally:
-                profile.dump_stats(os.path.join(os.environ["FJS_PROFILE_DIR"], f"clientapp-{os.getpid()}.prof"))
+                profile.dump_stats(os.path.join(get("FJS_PROFILE_DIR"), f"clientapp-{os.getpid()}.prof"))
         else:
             _flwr_clientapp()
         code = 0
@@ -163,7 +167,7 @@ def launch(real_command: str) -> None:
     tuned = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flower_tuning.py")
     python = os.path.join(os.path.dirname(real_command), "python3")
     cold = [python if os.path.exists(python) else sys.executable, tuned, "clientapp", *sys.argv[1:]]
-    if os.environ.get("FJS_WARM_CLIENTAPP", "1") == "0":
+    if get("FJS_WARM_CLIENTAPP") == "0":
         os.execv(cold[0], cold)
     client = _connect_or_start_zygote()
     if client is None:  # no zygote could be had: run this call cold
@@ -188,7 +192,7 @@ def _connect_or_start_zygote() -> socket.socket | None:
     except OSError:
         pass
     zygote = _start_zygote()
-    deadline = time.monotonic() + float(os.environ.get("FJS_WARM_START_SECONDS", "120"))
+    deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         # Exit code 0: another call's zygote holds the lock and will open the socket; otherwise it failed.
         if zygote.poll() not in (None, 0):

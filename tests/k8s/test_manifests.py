@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import kubernetes_validate
 import pytest
+import yaml
 
-from tests.k8s.manifests import K8S, find, load, pod_spec, workloads
+from tests.k8s.manifests import K8S, find, load, patched, pod_spec, workloads
 
 BASE = load()
-GPU = load(K8S / "gpu")
+GPU_PATCH = K8S / "gpu" / "supernode-patch.yaml"
+GPU = [patched(find(BASE, "StatefulSet", "supernode"), GPU_PATCH)]  # the StatefulSet as GPU nodes run it
 OFFLINE = [d for d in load(K8S / "offline") if "kind" in d]  # the StatefulSet patch is not an object
 KUBERNETES_VERSION = "1.34.0"
 
@@ -71,28 +73,24 @@ def test_supernodes_take_their_partition_from_the_pod_ordinal(statefulset):
 
 
 def test_the_offline_patch_mounts_the_datasets_claim_read_only_where_the_supernode_reads_it():
-    import copy
-
-    import yaml
-
-    patch = yaml.safe_load((K8S / "offline" / "supernode-patch.yaml").read_text())
-    patched = copy.deepcopy(find(BASE, "StatefulSet", "supernode"))
-    container = patched["spec"]["template"]["spec"]["containers"][0]
-    [change] = patch["spec"]["template"]["spec"]["containers"]
-    container["env"] += change["env"]
-    container["volumeMounts"] += change["volumeMounts"]
-    patched["spec"]["template"]["spec"]["volumes"] += patch["spec"]["template"]["spec"]["volumes"]
-    kubernetes_validate.validate(patched, KUBERNETES_VERSION, strict=True)
-    env = {e["name"]: e["value"] for e in change["env"]}
+    offline = patched(find(BASE, "StatefulSet", "supernode"), K8S / "offline" / "supernode-patch.yaml")
+    kubernetes_validate.validate(offline, KUBERNETES_VERSION, strict=True)
+    [container] = pod_spec(offline)["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     [mount] = [m for m in container["volumeMounts"] if m["name"] == "datasets"]
     assert mount["readOnly"] and env["DATASET"].startswith(mount["mountPath"] + "/")
     assert find(OFFLINE, "PersistentVolumeClaim", "datasets")
 
 
 def test_gpu_variant_requests_gpus_and_the_base_does_not():
-    base = pod_spec(find(BASE, "StatefulSet", "supernode"))["containers"][0]["resources"]
-    gpu = pod_spec(find(GPU, "StatefulSet", "supernode"))["containers"][0]["resources"]
-    assert "nvidia.com/gpu" not in base["limits"] and gpu["limits"]["nvidia.com/gpu"] == 1
+    base = pod_spec(find(BASE, "StatefulSet", "supernode"))["containers"][0]
+    [gpu] = pod_spec(find(GPU, "StatefulSet", "supernode"))["containers"]
+    assert "nvidia.com/gpu" not in base["resources"]["limits"] and gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["image"].endswith("-cuda") and base["image"].endswith("-cpu")
+    env = {e["name"]: e.get("value") for e in gpu["env"]}
+    assert env["FJS_EXPECT_GPU"] == "1" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert set(env) > {e["name"] for e in base["env"]}, "the base's settings (POD_INDEX, ...) stay"
+    assert "kind" not in yaml.safe_load(GPU_PATCH.read_text()), "a patch of the base, never a copy of it"
 
 
 def _selected_pods(peers: list[dict]) -> set[str]:

@@ -22,7 +22,7 @@ NAMES = ("ca.crt", "ca.key", "server.pem", "server.key")
 
 def _cli(*args, **env):
     return subprocess.run([sys.executable, "-m", "certs", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "CERTS_EXTRA_SANS": "", **env})
+                          env={**os.environ, "FJS_PUBLIC_HOSTS": "", "CERTS_EXTRA_SANS": "", **env})
 
 
 def _one_line_error(done, code=2):
@@ -36,6 +36,7 @@ def _snapshot(folder):
 
 @pytest.fixture
 def made(tmp_path, monkeypatch):
+    monkeypatch.delenv("FJS_PUBLIC_HOSTS", raising=False)
     monkeypatch.delenv("CERTS_EXTRA_SANS", raising=False)
     tls.generate(tmp_path, ["example.org", "10.1.2.3"])
     return tmp_path
@@ -66,12 +67,14 @@ def test_sans_hold_the_defaults_and_extras_with_ips_as_ip_entries(made):
     assert tls.verify(made, ["superlink", "localhost", "127.0.0.1", "example.org", "10.1.2.3"]) == []
 
 
-def test_cli_takes_comma_lists_ipv6_and_the_environment(tmp_path):
+@pytest.mark.parametrize("variable", ["FJS_PUBLIC_HOSTS", "CERTS_EXTRA_SANS"])  # the old name, for one release
+def test_cli_takes_comma_lists_ipv6_and_the_environment(tmp_path, variable):
     done = _cli("init", "--out", str(tmp_path), "--san", "a.example,10.0.0.5", "--san", "::1",
-                CERTS_EXTRA_SANS="b.example, 192.168.7.7")
+                **{variable: "b.example, 192.168.7.7"})
     assert done.returncode == 0, done.stderr
     sans = tls.san_names(tls.load_cert(tmp_path / "server.pem"))
     assert sans == ["superlink", "localhost", "127.0.0.1", "a.example", "10.0.0.5", "::1", "b.example", "192.168.7.7"]
+    assert ("deprecated" in done.stderr) == (variable == "CERTS_EXTRA_SANS")
 
 
 def test_a_certificate_from_another_ca_is_rejected(made, tmp_path_factory):

