@@ -97,15 +97,16 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     # with the same partition id and key.
     uid = cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}")
     run_id = cli.start_run(f"num-server-rounds=2 min-nodes=4 {EVERY_NODE}")
-    deadline = time.monotonic() + 600
-    while "configure_train: Sampled 5 nodes" not in cli.logs(run_id):
-        assert time.monotonic() < deadline, "round 1 never started"
-        time.sleep(1)
+    cli.wait_for_log(run_id, "configure_train: Sampled 5 nodes", timeout=600)
     cluster.kubectl("delete", "pod", "supernode-4", "--wait=false")
     assert cli.wait(run_id, timeout=1200)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
     metrics = _metrics(cluster, tmp_path, run_id)
     first_round = metrics["rounds"][0]
-    assert first_round["train"]["results"] == 4 and first_round["train"]["failures"] == 1, first_round["train"]
+    # Every sampled node is accounted for: supernode-4 counts as a failure, or (on a busy host the delete
+    # can land after its reply) as a result; none is lost, and the stage did not wait for round-timeout.
+    train = first_round["train"]
+    assert train["results"] + train["failures"] == 5 and train["results"] >= 4, train
+    assert first_round["wall_s"] < 600, first_round
     cluster.kubectl("wait", "--for=condition=Ready", "pod/supernode-4", "--timeout=600s")
     assert cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}") != uid, "a new pod"
     cluster.wait_for_activation(["supernode-4"])
