@@ -34,7 +34,10 @@ class FlwrCli:
     app_dir: Path = REPO
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
+        # `flwr` itself starts Flower commands by name (a local simulation's `flower-superlink`): this
+        # interpreter's own bin folder first, for a venv that is not activated.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PATH=path)
         if self.flwr_home is not None:
             env["FLWR_HOME"] = str(self.flwr_home)
         return env
