@@ -48,8 +48,13 @@ def main() -> None:
             f"dataset='{dataset}' output-dir='{outputs}'"
         )
         info = cli.wait(run_id, timeout=7200)
-        if info["status"] != "finished:completed":
+        metrics = outputs / f"run-{run_id}" / "metrics.json"
+        finished = metrics.exists() and len(run_metrics(outputs, run_id)["rounds"]) == args.rounds
+        if info["status"] != "finished:completed" and not finished:
             raise SystemExit(f"run {run_id} ended {info['status']}:\n{cli.logs(run_id)[-3000:]}")
+        if info["status"] != "finished:completed":  # seen with flwr 1.39 + Ray after a complete ServerApp
+            print(f"note: Flower reports {info['status']}, but the ServerApp finished all {args.rounds} rounds "
+                  "and wrote its results; the round times come from its metrics.json")
         rows = report.round_rows(run_metrics(outputs, run_id))
     print(report.table(rows, ["round", "wall_s", "slowest_call_s", "results", "failures", "eval_acc"]))
     summary = {"nodes": args.nodes, "rounds": rows, "steady_round_s": report.steady(rows)}
