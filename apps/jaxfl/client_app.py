@@ -35,6 +35,7 @@ class Job:
     node: NodeSettings
     num_partitions: int
     data: Partition
+    programs_dir: Path  # compiled train/evaluate programs (executables.py), maybe shared with other nodes
     data_cached: bool
     data_seconds: float
 
@@ -57,6 +58,7 @@ def _train(msg: Message, job: Job) -> RecordDict:
         learning_rate=job.run.learning_rate,
         batch_size=job.run.batch_size,
         epochs=job.run.local_epochs,
+        programs=job.programs_dir,
     )
     arrays = ArrayRecord({name: Array(value) for name, value in to_named_arrays(params).items()})
     metrics = MetricRecord({"train_loss": loss, "train_acc": accuracy, "num-examples": count})
@@ -65,7 +67,7 @@ def _train(msg: Message, job: Job) -> RecordDict:
 
 def _evaluate(msg: Message, job: Job) -> RecordDict:
     loss, accuracy, count = training.evaluate(
-        _global_params(msg), job.data.x_test, job.data.y_test, batch_size=job.run.batch_size
+        _global_params(msg), job.data.x_test, job.data.y_test, batch_size=job.run.batch_size, programs=job.programs_dir
     )
     return RecordDict({"metrics": MetricRecord({"eval_loss": loss, "eval_acc": accuracy, "num-examples": count})})
 
@@ -109,7 +111,7 @@ def _prepare(msg: Message, context: Context) -> Job:
         raise ConfigError("the run did not say how many partitions it uses: set --node-config 'num-partitions=N'")
     check_partition(node.partition_id, num_partitions)
     cache_dir = Path(node.cache_dir).expanduser() if node.cache_dir else runtime.default_cache_dir()
-    runtime.use_compilation_cache(cache_dir)
     started = time.perf_counter()
     data, cached = load_partition(node.dataset or run.dataset, node.partition_id, num_partitions, cache_dir, run.seed)
-    return Job(run, node, num_partitions, data, cached, time.perf_counter() - started)
+    programs_dir = Path(node.shared_cache_dir).expanduser() if node.shared_cache_dir else cache_dir
+    return Job(run, node, num_partitions, data, programs_dir, cached, time.perf_counter() - started)

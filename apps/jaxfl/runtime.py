@@ -1,9 +1,9 @@
-"""Per-process JAX set-up for the ClientApp: persistent compilation cache and device report.
+"""Per-process JAX facts for the ClientApp: where its caches live and which device trains.
 
-Every message starts a fresh `flwr-clientapp` process, so without a persistent cache each call
-re-compiles the train/eval programs (seconds of CPU). The cache lives under the node's cache dir.
-What the deployment says (cache folder, whether a GPU is expected) arrives in the node config: the
-App reads no environment variables (tests/unit/test_registry.py).
+Every message starts a fresh `flwr-clientapp` process; its compiled programs come from the node's
+cache (executables.py), not from JAX's persistent compilation cache, whose CPU executables cannot be
+stored again. What the deployment says (cache folder, whether a GPU is expected) arrives in the node
+config: the App reads no environment variables (tests/unit/test_registry.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,6 @@ from flwr.common.logger import log
 def default_cache_dir() -> Path:
     """Without a node config `cache-dir`: .cache/flower-jax-stack under the SuperNode's working directory."""
     return Path.cwd() / ".cache" / "flower-jax-stack"
-
-
-def use_compilation_cache(cache_dir: Path) -> None:
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
-    # Cache every program: ours compile in well under JAX's default 1 s threshold.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @cache

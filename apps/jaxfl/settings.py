@@ -94,6 +94,7 @@ class NodeSettings:
     num_partitions: int | None
     dataset: str | None  # None: use the run config's dataset
     cache_dir: str | None  # the stack's SuperNodes set it (one folder per node); None: under the working dir
+    shared_cache_dir: str | None  # compiled programs, shared by the nodes that mount it; None: cache_dir
     own_data: bool = False
     expect_gpu: bool = False  # warn when training falls back to CPU (the stack's GPU overlays set it)
 
@@ -112,6 +113,9 @@ class NodeSettings:
             ),
             dataset=_text(node_config, "dataset", where) if "dataset" in node_config else None,
             cache_dir=_text(node_config, "cache-dir", where) if "cache-dir" in node_config else None,
+            shared_cache_dir=(
+                _text(node_config, "shared-cache-dir", where) if "shared-cache-dir" in node_config else None
+            ),
             own_data=_flag(node_config, "own-data"),
             expect_gpu=_flag(node_config, "expect-gpu"),
         )

@@ -2,18 +2,22 @@
 
 The seed loops over batches in Python and converts every image to a jnp array; here a local epoch
 is one `lax.scan` over uint8 batches that are scaled inside the compiled program, so a call costs
-one dispatch and, with the persistent compilation cache, no compilation after the first run.
+one dispatch. Given a programs folder, a fresh process loads the compiled program stored there
+(executables.py) instead of tracing it again.
 Numerics follow the seed: SGD with momentum 0.9 started fresh each call, fixed batch size,
 the last partial batch dropped in training, loss/accuracy averaged over batches.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .executables import load_or_compile
 from .model import MODEL, NUM_CLASSES
 
 
@@ -72,8 +76,10 @@ def _evaluate(params, images, labels, mask):
     return totals[0] / count, totals[1] / count
 
 
-def train(params, images: np.ndarray, labels: np.ndarray, *, learning_rate: float, batch_size: int, epochs: int):
-    """Returns (params, loss, accuracy, num_examples) where num_examples counts one epoch, as the seed."""
+def train(params, images: np.ndarray, labels: np.ndarray, *, learning_rate: float, batch_size: int, epochs: int,
+          programs: Path | None = None):
+    """Returns (params, loss, accuracy, num_examples) where num_examples counts one epoch, as the seed.
+    `programs`: the folder where compiled programs are kept between processes (executables.py)."""
     num_batches = len(images) // batch_size
     if num_batches == 0:
         raise DataTooSmallError(
@@ -83,11 +89,13 @@ def train(params, images: np.ndarray, labels: np.ndarray, *, learning_rate: floa
     used = num_batches * batch_size
     batched_images = images[:used].reshape(num_batches, batch_size, *images.shape[1:])
     batched_labels = labels[:used].reshape(num_batches, batch_size)
-    params, loss, accuracy = _train(params, jnp.float32(learning_rate), epochs, batched_images, batched_labels)
+    # Scalars with fixed dtypes: a stored program accepts exactly the types it was compiled for.
+    args = (params, np.float32(learning_rate), np.int32(epochs), batched_images, batched_labels)
+    params, loss, accuracy = load_or_compile(_train, args, programs)(*args)
     return params, float(loss), float(accuracy), used
 
 
-def evaluate(params, images: np.ndarray, labels: np.ndarray, *, batch_size: int):
+def evaluate(params, images: np.ndarray, labels: np.ndarray, *, batch_size: int, programs: Path | None = None):
     """Returns (loss, accuracy, num_examples) over every test example (the last batch is padded, not dropped)."""
     if len(images) == 0:
         raise DataTooSmallError("this partition has no test examples: use fewer partitions")
@@ -96,10 +104,11 @@ def evaluate(params, images: np.ndarray, labels: np.ndarray, *, batch_size: int)
     mask = np.concatenate([np.ones(len(images), np.float32), np.zeros(padding, np.float32)])
     padded_images = np.concatenate([images, np.zeros((padding, *images.shape[1:]), images.dtype)])
     padded_labels = np.concatenate([labels, np.zeros(padding, labels.dtype)])
-    loss, accuracy = _evaluate(
+    args = (
         params,
         padded_images.reshape(num_batches, batch_size, *images.shape[1:]),
         padded_labels.reshape(num_batches, batch_size),
         mask.reshape(num_batches, batch_size),
     )
+    loss, accuracy = load_or_compile(_evaluate, args, programs)(*args)
     return float(loss), float(accuracy), len(images)

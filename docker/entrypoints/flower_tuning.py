@@ -45,6 +45,14 @@ ClientApp
     incompatible with multithreaded code"). The default start method of `multiprocessing` and of
     `multiprocess` (what `datasets` uses) is "spawn" in ClientApp processes: workers are new
     interpreters. Apps that choose a start method themselves are left alone.
+Every process that pulls a message's objects (SuperNode, ClientApp, ServerApp)
+  * objects that are not there yet are asked for again within OBJECT_PULL_CAP_SECONDS (0.5 s; a
+    ClientApp asking its own SuperNode, LOCAL_OBJECT_PULL_CAP_SECONDS, 0.1 s). A message is visible
+    before its objects are: the SuperNode gets the ServerApp's message while the ServerApp is still
+    pushing its objects to the SuperLink, and the ClientApp starts while the SuperNode is still
+    pulling them. Flower retries with a backoff from 1 s doubling to 10 s, so a 100 MB message
+    arrived 2-8 s after its last object did (measured: 8 MB/s ServerApp -> ClientApp on 2 cores).
+    The overall limit stays Flower's (PULL_MAX_TIME, 2 h); the per-object try count is lifted with it.
 SuperExec
   * each run's ServerApp starts in its own writable working directory, FJS_RUNS_DIR/run-<run id>
     (default outputs/ under the SuperExec's working directory, a host folder or volume), so whatever
@@ -68,6 +76,8 @@ RETRYABLE = ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED
 RETRY_SECONDS = 30.0
 BUSY_TIMEOUT_MS = 60_000
 CLAIM_WINDOW_SECONDS = 120
+OBJECT_PULL_CAP_SECONDS = 0.5  # from the SuperLink: each waiting pull is one cheap PullObject RPC
+LOCAL_OBJECT_PULL_CAP_SECONDS = 0.1  # ClientApp from its own SuperNode (in-memory store)
 
 
 def state_transactions_in_turn() -> None:
@@ -257,6 +267,15 @@ def num_partitions_counted_per_run(service: str, own_index: int) -> None:
     node._pull_and_store_message = with_count
 
 
+def prompt_object_pulls(cap: float) -> None:
+    """Objects not yet pushed are asked for again within `cap` s (Flower: backoff 1 s doubling to 10 s)."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for pull in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        # keyword-only defaults, read at each call: every caller (node loop, Grid, ClientApp) gets them
+        pull.__kwdefaults__.update(initial_backoff=min(0.05, cap), backoff_cap=cap, max_tries_per_object=None)
+
+
 def pools_start_fresh() -> None:
     """ClientApp: new process pools spawn their workers instead of forking this (JAX) process."""
     import multiprocessing
@@ -273,6 +292,7 @@ def tune_clientapp() -> None:
     """The ClientApp changes, for a process about to run Flower's `flwr-clientapp` (warm or cold)."""
     if tuning_enabled("clientapp"):
         pools_start_fresh()
+        prompt_object_pulls(LOCAL_OBJECT_PULL_CAP_SECONDS)
 
 
 def longer_claim_window(seconds: float) -> None:
@@ -359,6 +379,7 @@ def main() -> None:
 
         if tuning_enabled(component):
             shorter_idle_poll(float(get("FJS_NODE_POLL_INTERVAL")))
+            prompt_object_pulls(OBJECT_PULL_CAP_SECONDS)
             fleet_calls_retried_and_failures_replied()
             longer_claim_window(CLAIM_WINDOW_SECONDS)
             reconnects_survive_a_superlink_restart()
@@ -379,6 +400,8 @@ def main() -> None:
         from flwr.superlink.cli import flwr_serverapp as run
 
         sys.argv[0] = "flwr-serverapp"
+        if tuning_enabled(component):
+            prompt_object_pulls(OBJECT_PULL_CAP_SECONDS)
         run_directory(get("FJS_RUNS_DIR"))  # only ever started by the tuned SuperExec
     else:
         sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec, serverapp, clientapp)")

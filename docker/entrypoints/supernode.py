@@ -35,7 +35,7 @@ _PAIR = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
 
 def node_config(partition: int, env) -> str:
     """Flower's convention (`partition-id`, `num-partitions`) and what the App needs from the deployment
-    (`cache-dir`, `expect-gpu`), so the App itself reads no environment. Without NUM_PARTITIONS the
+    (`cache-dir`, `shared-cache-dir`, `expect-gpu`), so the App itself reads no environment. Without NUM_PARTITIONS the
     count is added per run by flower_tuning.py (see counted_replicas)."""
     pairs = {"partition-id": str(partition)}
     if get("NUM_PARTITIONS", env):
@@ -46,6 +46,8 @@ def node_config(partition: int, env) -> str:
         pairs["dataset"] = f'"{get("DATASET", env)}"'
     # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
     pairs["cache-dir"] = f'"{Path(get("FJS_CACHE_DIR", env)) / f"node-{partition}"}"'
+    # Compiled programs are written atomically: the nodes sharing the volume compile each one once.
+    pairs["shared-cache-dir"] = f'"{get("FJS_CACHE_DIR", env)}"'
     if get("FJS_EXPECT_GPU", env) == "1":
         pairs["expect-gpu"] = "true"
     pairs.update(_PAIR.findall(get("NODE_CONFIG", env)))  # NODE_CONFIG wins (Flower rejects a key given twice)

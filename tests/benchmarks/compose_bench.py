@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -102,12 +103,40 @@ def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli
             if len(cli.online_nodes()) >= nodes:
                 seen = time.monotonic() - started
                 first = [min(stack.activations(c)) for c in stack.service_containers("supernode")]
-                return {"activated_s": max(first) - wall_started, "seen_by_cli_s": seen}, cli
+                return {"activated_s": max(first) - wall_started, "seen_by_cli_s": seen,
+                        "phases": bring_up_phases(stack, wall_started)}, cli
         except FlwrError:
             pass
         if time.monotonic() - started > 600:
             raise SystemExit(f"{nodes} SuperNodes did not connect within 600 s")
         time.sleep(0.5)
+
+
+def bring_up_phases(stack: ComposeStack, wall_started: float) -> dict[str, float]:
+    """When each step of bring-up was reached, in seconds after `up`: Docker's container timestamps (one-shot
+    services included) and the SuperNodes' activation lines. Where the seconds of bring-up go."""
+    names = {c["Names"]: c for c in stack.containers(all_states=True)}
+
+    def state(service: str) -> list[dict]:
+        return [stack.inspect(name)["State"] for name in sorted(names) if f"-{service}-" in name]
+
+    def seconds(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp() - wall_started
+
+    nodes = state("supernode")
+    activated = [min(stack.activations(name)) - wall_started for name in sorted(names) if "-supernode-" in name]
+    return {
+        "init started": seconds(state("init")[0]["StartedAt"]),
+        "init done (CA, certificates, node keys)": seconds(state("init")[0]["FinishedAt"]),
+        "SuperLink container started": seconds(state("superlink")[0]["StartedAt"]),
+        "SuperExec container started": seconds(state("superexec")[0]["StartedAt"]),
+        "SuperLink healthy (register started)": seconds(state("register")[0]["StartedAt"]),
+        "register done (node keys known)": seconds(state("register")[0]["FinishedAt"]),
+        "first SuperNode container started": min(seconds(n["StartedAt"]) for n in nodes),
+        "last SuperNode container started": max(seconds(n["StartedAt"]) for n in nodes),
+        "first SuperNode activated": min(activated),
+        "last SuperNode activated": max(activated),
+    }
 
 
 def run_rounds(cli: FlwrCli, outputs: Path, nodes: int, rounds: int, extra: str = "") -> list[dict]:
@@ -148,6 +177,9 @@ def main() -> None:
             result["bring_up"], cli = bring_up(stack, args.nodes, scratch / "home")  # unsampled: `docker stats` costs CPU
             print(f"bring-up: all {args.nodes} SuperNodes activated {result['bring_up']['activated_s']:.1f} s after "
                   f"`up` (seen online by `flwr ls` after {result['bring_up']['seen_by_cli_s']:.1f} s)", flush=True)
+            print(report.table([{"step": step, "s_after_up": round(at, 1)}
+                                for step, at in sorted(result["bring_up"]["phases"].items(), key=lambda kv: kv[1])],
+                               ["step", "s_after_up"]), flush=True)
             with MemorySampler(stack.project) as idle:
                 time.sleep(30)  # idle: connected, no run
             result["idle_memory"] = _by_service(idle.peaks)

@@ -30,7 +30,8 @@ PARTS = [
     ("App: train handler", "apps/jaxfl/client_app.py", "train"),
     ("  data (cached partition)", "apps/jaxfl/data.py", "load_partition"),
     ("  params in", "apps/jaxfl/client_app.py", "_global_params"),
-    ("  train (trace, compile cache, compute)", "apps/jaxfl/training.py", "train"),
+    ("  train (load compiled program, compute)", "apps/jaxfl/training.py", "train"),
+    ("    load or compile the program", "apps/jaxfl/executables.py", "load_or_compile"),
     ("push reply", "run_clientapp.py", "push_message"),
 ]
 
@@ -52,7 +53,8 @@ def measure(mode: str, preload: str, dataset: Path, root: Path) -> dict[str, flo
     with LocalFederation(root / "federation", 1, str(dataset), *free_ports(3), extra_env=env) as federation:
         cli = FlwrCli(flwr_home=federation.flwr_home)
         cli.wait_for_nodes(1)
-        run_id = cli.start_run("num-server-rounds=2 min-nodes=1")
+        # partition 0 of 10: the size a node trains on in the 10-node benchmarks
+        run_id = cli.start_run("num-server-rounds=2 min-nodes=1 num-partitions=10")
         if cli.wait(run_id)["status"] != "finished:completed":
             raise SystemExit(cli.logs(run_id)[-2000:])
     # four calls in order (train, evaluate, train, evaluate): the third is round 2's train

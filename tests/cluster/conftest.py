@@ -1,4 +1,5 @@
-"""One real cluster per session (k8s-local), on the CPU images; purged afterwards, pass or fail."""
+"""One real cluster (k8s-local) for the cluster tests, on the CPU images; purged as soon as they are done,
+pass or fail, so its control plane and pods do not load the host for the rest of the suite."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from apps.fjs.compose_stack import ComposeStack
 from tests.cluster.kubectl import K8S_LOCAL, Cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(docker_engine):
     if not K8S_LOCAL.exists():
         if os.environ.get("CI"):

@@ -47,20 +47,22 @@ def test_slot_and_partition_from_the_orchestrator():
 def test_node_config_carries_partition_dataset_and_overrides():
     env = {"NUM_PARTITIONS": "10", "DATASET": "/data/mnist.parquet", "NODE_CONFIG": "cache-dir='/c' lr=0.1"}
     # NODE_CONFIG's cache-dir replaces the stack's own (Flower refuses a key given twice).
-    assert supernode.node_config(2, env) == "partition-id=2 num-partitions=10 dataset=\"/data/mnist.parquet\" cache-dir='/c' lr=0.1"
+    assert supernode.node_config(2, env) == ("partition-id=2 num-partitions=10 dataset=\"/data/mnist.parquet\" cache-dir='/c' "
+                                             'shared-cache-dir="/home/flwr/cache" lr=0.1')
 
 
 def test_own_data_sites_say_so_in_the_node_config():
     site = {"FJS_PARTITION_BY": "replica", "NUM_PARTITIONS": "3", "DATASET": "/data/site.parquet"}
     assert supernode.node_config(1, site) == ('partition-id=1 num-partitions=3 own-data=true dataset="/data/site.parquet" '
-                                              'cache-dir="/home/flwr/cache/node-1"')
+                                              'cache-dir="/home/flwr/cache/node-1" shared-cache-dir="/home/flwr/cache"')
 
 
 def test_the_deployment_reaches_the_app_as_node_config_that_flower_parses():
     from flwr.common.config import parse_config_args
 
     config = supernode.node_config(3, {"FJS_CACHE_DIR": "/tmp/fjs cache", "FJS_EXPECT_GPU": "1"})
-    assert parse_config_args([config]) == {"partition-id": 3, "cache-dir": "/tmp/fjs cache/node-3", "expect-gpu": True}
+    assert parse_config_args([config]) == {"partition-id": 3, "cache-dir": "/tmp/fjs cache/node-3",
+                                           "shared-cache-dir": "/tmp/fjs cache", "expect-gpu": True}
     assert "expect-gpu" not in supernode.node_config(3, {"FJS_EXPECT_GPU": "0"})
 
 

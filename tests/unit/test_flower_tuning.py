@@ -158,3 +158,25 @@ def test_a_superlink_going_away_mid_heartbeat_does_not_end_the_nodes_heartbeats(
     finally:
         sender.stop()
     assert not node.make_simple_grpc_retry_invoker().should_giveup(_Rpc(grpc.StatusCode.CANCELLED))
+
+
+PROMPT_PULLS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from flwr.supercore.inflatable import inflatable_utils
+import flower_tuning
+pulls = (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree)
+before = [set(pull.__kwdefaults__) for pull in pulls]
+flower_tuning.prompt_object_pulls(0.5)
+for pull, keys in zip(pulls, before):
+    assert set(pull.__kwdefaults__) == keys, (pull.__name__, set(pull.__kwdefaults__) - keys)
+    assert (pull.__kwdefaults__["backoff_cap"], pull.__kwdefaults__["max_tries_per_object"]) == (0.5, None)
+print("ok")
+"""
+
+
+def test_object_pulls_ask_again_promptly():
+    """The retry settings we lower are Flower's own keyword defaults (a renamed one would be silently added)."""
+    done = subprocess.run([sys.executable, "-c", PROMPT_PULLS, str(ENTRYPOINTS)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -63,10 +63,12 @@ def test_numeric_strings_are_accepted():
 def test_node_config():
     node = NodeSettings.parse({"partition-id": 2, "dataset": "/data/x.parquet"})
     assert (node.partition_id, node.num_partitions, node.dataset) == (2, None, "/data/x.parquet")
-    assert (node.cache_dir, node.expect_gpu) == (None, False)
+    assert (node.cache_dir, node.shared_cache_dir, node.expect_gpu) == (None, None, False)
     # What the stack's SuperNode entrypoint adds (Flower hands TOML's `true` over as a bool).
-    stack = NodeSettings.parse({"partition-id": 2, "cache-dir": "/home/flwr/cache/node-2", "expect-gpu": True})
-    assert (stack.cache_dir, stack.expect_gpu) == ("/home/flwr/cache/node-2", True)
+    stack = NodeSettings.parse({"partition-id": 2, "cache-dir": "/home/flwr/cache/node-2",
+                                "shared-cache-dir": "/home/flwr/cache", "expect-gpu": True})
+    assert (stack.cache_dir, stack.shared_cache_dir, stack.expect_gpu) == (
+        "/home/flwr/cache/node-2", "/home/flwr/cache", True)
     with pytest.raises(ConfigError, match="node config is missing 'partition-id'.*--node-config"):
         NodeSettings.parse({})
     with pytest.raises(ConfigError, match="'partition-id' must be >= 0"):

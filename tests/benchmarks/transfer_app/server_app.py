@@ -14,8 +14,9 @@ from .prompt_grid import PromptGrid
 app = ServerApp()
 
 
-def _payload(megabytes: float) -> ArrayRecord:
-    return ArrayRecord({"blob": Array(np.random.default_rng(0).random(int(megabytes * 2**20 / 8)))})
+def _payload(megabytes: float, offset: float) -> ArrayRecord:
+    """Distinct values in every chunk and every message: Flower stores an identical chunk only once."""
+    return ArrayRecord({"blob": Array(np.arange(int(megabytes * 2**20 / 8), dtype=np.float64) + offset)})
 
 
 @app.main()
@@ -25,11 +26,13 @@ def main(grid: Grid, context: Context) -> None:
     grid = PromptGrid(grid, interval=0.05)
     while not (nodes := list(grid.get_node_ids())):
         time.sleep(0.5)
-    timings = {}
+    timings, offset = {}, 0.0
     for name, send_mb, reply_mb in (("baseline", 0.0, 0.0), ("download", size, 0.0), ("upload", 0.0, size)):
         samples = []
         for _ in range(repeats):
-            content = RecordDict({"arrays": _payload(send_mb), "config": ConfigRecord({"reply-mb": reply_mb})})
+            offset += 1e9
+            config = ConfigRecord({"reply-mb": reply_mb, "offset": offset + 0.5})
+            content = RecordDict({"arrays": _payload(send_mb, offset), "config": config})
             message = Message(content=content, message_type=MessageType.QUERY, dst_node_id=nodes[0])
             started = time.perf_counter()
             [reply] = grid.send_and_receive([message])
