@@ -38,8 +38,15 @@ def run(script: str, *args: str) -> dict:
 
 def train_compute_s() -> float:
     """The train call's compute alone: a second call in one process (the first traced and compiled it), on
-    the partition the profiled call trains on (partition 0 of 10 of the offline subset), run defaults."""
+    the partition the profiled call trains on (partition 0 of 10 of the offline subset), run defaults,
+    with the XLA threading a SuperNode sets (before JAX starts its backend: this is the last step)."""
+    import os
     import tempfile
+
+    sys.path.insert(0, str(report.REPO / "docker" / "entrypoints"))
+    from registry import SETTINGS
+
+    os.environ.setdefault("XLA_FLAGS", SETTINGS["XLA_FLAGS"].default)
 
     from apps.fjs.offline_mnist import build as build_offline
     from apps.jaxfl import model, training
