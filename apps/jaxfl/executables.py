@@ -67,16 +67,22 @@ def _load(path: Path):
 
 
 def _key(args: tuple) -> str:
+    shapes = jax.tree.map(lambda a: jax.typeof(a).str_short(short_dtypes=True), args)
+    identity = {**_process_identity(), "args": str(shapes)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@cache
+def _process_identity() -> dict:
+    """What does not change within a process: read once, not for every program."""
     device = jax.devices()[0]
-    identity = {
+    return {
         "source": _source_digest(),
         "versions": [importlib.metadata.version(name) for name in _LIBRARIES],
         "device": [device.platform, device.device_kind, device.client.platform_version, _cpu_features()],
         "xla-flags": os.environ.get("XLA_FLAGS", ""),
         "x64": jax.config.jax_enable_x64,
-        "args": str(jax.tree.map(lambda a: jax.typeof(a).str_short(short_dtypes=True), args)),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
 @cache
