@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 
-from . import runtime, training
+from . import executables, runtime, training
 from .data import DataError, Partition, load_partition
 from .model import ModelMismatchError, from_named_arrays, to_named_arrays
 from .settings import ConfigError, NodeSettings, RunSettings, check_partition
@@ -94,6 +94,8 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
             "data-s": job.data_seconds,
             "work-s": time.perf_counter() - started,
             "call-s": time.time() - psutil.Process().create_time(),
+            "cpu-s": _cpu_seconds(),  # what the call cost on its own, however busy the host
+            "compiled": ",".join(executables.compiled_here()),
             # Peak resident memory of this ClientApp process, and what it holds on its own (USS): a
             # ClientApp forked from the node's zygote shares the zygote's libraries.
             "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -101,6 +103,11 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # a forked ClientApp starts from zero
+    return usage.ru_utime + usage.ru_stime
 
 
 def _prepare(msg: Message, context: Context) -> Job:

@@ -30,6 +30,7 @@ from .files import atomic_write
 
 _APP_SOURCE = Path(__file__).resolve().parent
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax")
+_compiled_here: list[str] = []  # programs this process compiled rather than loaded (reported per call)
 
 
 def load_or_compile(jitted, args: tuple, folder: Path | None):
@@ -51,8 +52,14 @@ def load_or_compile(jitted, args: tuple, folder: Path | None):
         if stored is not None:
             return stored
         compiled = jitted.trace(*args).lower().compile()
+        _compiled_here.append(jitted.__name__)
         atomic_write(path, lambda out: pickle.dump(serialize_executable.serialize(compiled), out), mode=0o600)
     return compiled
+
+
+def compiled_here() -> list[str]:
+    """Names of the programs this process compiled (a node's first call on a fresh cache compiles)."""
+    return list(_compiled_here)
 
 
 def _load(path: Path):

@@ -64,8 +64,8 @@ SETTINGS = {s.name: s for s in [
             ("supernode",)),
     Setting("FJS_NODE_POLL_INTERVAL", "1", "seconds an idle SuperNode waits before asking the SuperLink for work "
             "again (Flower: 3)", ("compose", "supernode")),
-    Setting("FJS_CLIENTAPP_POLL_INTERVAL", "0.25", "seconds a SuperNode's SuperExec waits before looking for a new "
-            "ClientApp task (Flower: 1)", ("compose", "supernode")),
+    Setting("FJS_CLIENTAPP_POLL_INTERVAL", "1", "seconds a SuperNode's ClientApp launcher waits between looks for a "
+            "new task when its node has not woken it (Flower: 1, its only way)", ("compose", "supernode")),
     Setting("FJS_WARM_CLIENTAPP", "1", "`0`: every ClientApp starts cold, as in plain Flower", ("compose", "supernode")),
     Setting("FJS_WARM_IDLE_SECONDS", "600", "how long a node's warm zygote stays without calls (~250 MB while it "
             "lives)", ("compose", "supernode")),
@@ -110,6 +110,8 @@ SETTINGS = {s.name: s for s in [
     Setting("FJS_WARM_PRELOAD", "flwr.supernode.cli,numpy,jax,jax.numpy,flax.linen,optax,psutil",
             "modules the warm zygote imports (tests, benchmarks; empty: none)", ("clientapp",), _INTERNAL,
             empty_is_value=True),
+    Setting("FJS_LAUNCHER_WAKE_FD", "", "set by a SuperNode for its ClientApp launcher: the pipe it wakes it through",
+            ("supernode",), _INTERNAL),
     Setting("FJS_PROFILE_DIR", "", "write a cProfile of each warm ClientApp call here (benchmarks)", ("clientapp",),
             _INTERNAL),
     # --- old names, still read for one release ---

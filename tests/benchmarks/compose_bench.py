@@ -28,7 +28,7 @@ from apps.fjs.connection import write_connection  # noqa: E402
 from apps.fjs.flwr_cli import FlwrCli, FlwrError  # noqa: E402
 from apps.fjs.local_federation import free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
-from tests.benchmarks import report, seed_app  # noqa: E402
+from tests.benchmarks import host_cpu, report, seed_app  # noqa: E402
 from tests.support.results import run_metrics  # noqa: E402
 
 UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
@@ -103,13 +103,24 @@ def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli
             if len(cli.online_nodes()) >= nodes:
                 seen = time.monotonic() - started
                 first = [min(stack.activations(c)) for c in stack.service_containers("supernode")]
+                # Every process started with `up`, so its CPU time so far is what bring-up cost it.
+                cpu = {name: round(value, 1) for name, value in host_cpu.snapshot(stack.project).items()}
                 return {"activated_s": max(first) - wall_started, "seen_by_cli_s": seen,
-                        "phases": bring_up_phases(stack, wall_started)}, cli
+                        "phases": bring_up_phases(stack, wall_started), "cpu_s": cpu}, cli
         except FlwrError:
             pass
         if time.monotonic() - started > 600:
             raise SystemExit(f"{nodes} SuperNodes did not connect within 600 s")
         time.sleep(0.5)
+
+
+def steady_round_cpu(cpu: host_cpu.CpuRecorder, rows: list[dict]) -> dict[str, float]:
+    """CPU per part in an average round after the first: the window of the last rounds' wall time, ending
+    when the run was seen finished (a second or two after its last round)."""
+    later = rows[1:] or rows
+    end = cpu.samples[-1][0] if cpu.samples else time.time()
+    spent = cpu.between(end - sum(r["wall_s"] for r in later), end)
+    return {name: round(value / len(later), 1) for name, value in spent.items()}
 
 
 def bring_up_phases(stack: ComposeStack, wall_started: float) -> dict[str, float]:
@@ -139,12 +150,14 @@ def bring_up_phases(stack: ComposeStack, wall_started: float) -> dict[str, float
     }
 
 
-def run_rounds(cli: FlwrCli, outputs: Path, nodes: int, rounds: int, extra: str = "") -> list[dict]:
+def run_rounds(cli: FlwrCli, outputs: Path, nodes: int, rounds: int, extra: str = "") -> tuple[list[dict], list[dict]]:
+    """Per round (wall time, results, ...) and per round and stage, where the ClientApp calls' time went."""
     run_id = cli.start_run(f"num-server-rounds={rounds} min-nodes={nodes} {extra}".strip())
     info = cli.wait(run_id, timeout=7200)
     if info["status"] != "finished:completed":
         raise SystemExit(f"run {run_id} ended {info['status']}:\n{cli.logs(run_id)[-2000:]}")
-    return report.round_rows(run_metrics(outputs, run_id))
+    metrics = run_metrics(outputs, run_id)
+    return report.round_rows(metrics), report.call_parts(metrics)
 
 
 def main() -> None:
@@ -180,8 +193,12 @@ def main() -> None:
             print(report.table([{"step": step, "s_after_up": round(at, 1)}
                                 for step, at in sorted(result["bring_up"]["phases"].items(), key=lambda kv: kv[1])],
                                ["step", "s_after_up"]), flush=True)
-            with MemorySampler(stack.project) as idle:
+            time.sleep(30)  # each node starts its ClientApp launcher (Flower's imports) once it is connected
+            with MemorySampler(stack.project) as idle, host_cpu.CpuRecorder(stack.project, every=30) as idle_cpu:
                 time.sleep(30)  # idle: connected, no run
+            minutes = (idle_cpu.samples[-1][0] - idle_cpu.samples[0][0]) / 60
+            result["idle_cpu_s_per_minute"] = {
+                name: round(value / minutes, 1) for name, value in idle_cpu.between(0, time.time()).items()}
             result["idle_memory"] = _by_service(idle.peaks)
             result["idle_cpu_percent_of_one_core"] = sum(idle.cpu) / max(1, len(idle.cpu))
             if not args.bring_up_only:
@@ -193,17 +210,27 @@ def main() -> None:
                 result["variants"] = {}
                 for name, app_dir in variants.items():
                     cli.app_dir = app_dir
-                    with MemorySampler(stack.project) as busy:
-                        rows = run_rounds(cli, Path(stack.env["FJS_OUTPUTS_DIR"]), args.nodes, args.rounds, fractions)
-                    result["variants"][name] = {"rounds": rows, "steady_round_s": report.steady(rows),
-                                                "memory": _by_service(busy.peaks)}
+                    with MemorySampler(stack.project) as busy, host_cpu.CpuRecorder(stack.project, every=2) as cpu:
+                        rows, parts = run_rounds(cli, Path(stack.env["FJS_OUTPUTS_DIR"]), args.nodes, args.rounds,
+                                                 fractions)
+                    result["variants"][name] = {"rounds": rows, "call_parts": parts, "steady_round_s": report.steady(rows),
+                                                "memory": _by_service(busy.peaks),
+                                                "steady_round_cpu_s": steady_round_cpu(cpu, rows)}
                     print(f"== {name}: {args.nodes} nodes x {args.rounds} rounds")
                     print(report.table(rows, ["round", "wall_s", "slowest_call_s", "results", "failures", "eval_acc",
                                               "clientapp_peak_rss_mb", "clientapp_uss_mb"]))
+                    print("ClientApp calls, medians over the nodes (s; cpu: the call's own CPU time):")
+                    print(report.table(parts, report.CALL_PART_COLUMNS))
+                    print("CPU seconds per steady round, by part (/proc; the run's last rounds):",
+                          ", ".join(f"{k} {v:.1f}" for k, v in result["variants"][name]["steady_round_cpu_s"].items()))
         finally:
             stack.down()
 
     print("\nimage sizes (MB):", ", ".join(f"{k} {v:.0f}" for k, v in result["image_sizes_mb"].items()))
+    print("bring-up CPU seconds by part:", ", ".join(f"{k} {v:.1f}" for k, v in result["bring_up"]["cpu_s"].items()))
+    if result.get("idle_cpu_s_per_minute"):
+        print("idle CPU seconds per minute by part:",
+              ", ".join(f"{k} {v:.1f}" for k, v in result["idle_cpu_s_per_minute"].items()))
     print("idle memory (MiB):", ", ".join(f"{s} max {m['max_mib']:.0f}" for s, m in result["idle_memory"].items()),
           f"; idle CPU, all containers: {result['idle_cpu_percent_of_one_core']:.0f}% of one core")
     for name, variant in result.get("variants", {}).items():

@@ -73,6 +73,43 @@ def round_rows(metrics: dict) -> list[dict]:
     return rows
 
 
+def call_parts(metrics: dict) -> list[dict]:
+    """Per round and stage, where a ClientApp call's time goes (medians over the nodes that answered):
+    the partition (`data-s`), the train/evaluate work with its program load or compile (`work-s`),
+    and the rest of the call (`start`: process start, imports, pulling the message, checks); `cpu`
+    is the call's own CPU time, which a busy host does not inflate."""
+    rows = []
+    for record in metrics["rounds"]:
+        for stage in ("train", "evaluate"):
+            nodes = record.get(stage, {}).get("nodes", [])
+            if not nodes:
+                continue
+            rest = [n.get("call-s", 0.0) - n.get("data-s", 0.0) - n.get("work-s", 0.0) for n in nodes]
+            rows.append({
+                "round": record["round"], "stage": stage, "nodes": len(nodes),
+                "built_data": sum(not n.get("data-cached", True) for n in nodes),
+                "compiled": sum(bool(n.get("compiled")) for n in nodes),
+                "data_s": _median(n.get("data-s", 0.0) for n in nodes),
+                "work_s": _median(n.get("work-s", 0.0) for n in nodes),
+                "start_s": _median(rest),
+                "call_s": _median(n.get("call-s", 0.0) for n in nodes),
+                "cpu_s": _median(n.get("cpu-s", 0.0) for n in nodes),
+                "max_call_s": max(n.get("call-s", 0.0) for n in nodes),
+                "max_peak_rss_mb": max(n.get("peak-rss-mb", 0.0) for n in nodes),
+                "max_uss_mb": max(n.get("uss-mb", 0.0) for n in nodes),
+            })
+    return rows
+
+
+CALL_PART_COLUMNS = ["round", "stage", "nodes", "built_data", "compiled", "data_s", "work_s", "start_s", "call_s",
+                     "cpu_s", "max_call_s", "max_peak_rss_mb", "max_uss_mb"]
+
+
+def _median(values) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
+
+
 def steady(rows: list[dict]) -> float:
     """Mean round time after the first (which pays one-off compilation and data preparation)."""
     later = [r["wall_s"] for r in rows[1:]] or [r["wall_s"] for r in rows]

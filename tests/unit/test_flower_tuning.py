@@ -180,3 +180,63 @@ def test_object_pulls_ask_again_promptly():
     done = subprocess.run([sys.executable, "-c", PROMPT_PULLS, str(ENTRYPOINTS)], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_stored_instruction_wakes_the_clientapp_launcher_and_a_reply_does_not(tuning, monkeypatch):
+    import os
+    import select
+
+    from flwr.app import Message, Metadata, RecordDict
+    from flwr.supernode import start_client_internal as node
+    from flwr.supernode.nodestate import NodeStateFactory
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+    from flwr.supercore.object_store import ObjectStoreFactory
+
+    monkeypatch.setattr(InMemoryNodeState, "store_message", InMemoryNodeState.store_message)  # undone after
+    monkeypatch.setattr(node, "subprocess", node.subprocess)
+    pipes = []
+    monkeypatch.setattr(os, "pipe", lambda real=os.pipe: pipes.append(real()) or pipes[-1])
+    tuning.clientapps_started_on_arrival()
+    (read_end, _), = pipes
+
+    def woken() -> bool:
+        if not select.select([read_end], [], [], 0.2)[0]:
+            return False
+        os.read(read_end, 4096)
+        return True
+
+    def message(message_id: str, reply_to: str) -> Message:
+        metadata = Metadata(run_id=1, message_id=message_id, src_node_id=0, dst_node_id=1,
+                            reply_to_message_id=reply_to, group_id="1", created_at=0.0, ttl=3600.0,
+                            message_type="train")
+        return Message(metadata=metadata, content=RecordDict())
+
+    state = NodeStateFactory(ObjectStoreFactory()).state()  # the SuperNode's own (in-memory) state
+    assert state.store_message(message("a" * 64, "")) is not None
+    assert woken(), "storing a message for a ClientApp wakes the launcher"
+    state.store_message(message("b" * 64, "a" * 64))
+    assert not woken(), "a ClientApp's reply does not"
+
+    # The launcher Flower's node starts runs through flower_tuning with the pipe's read end.
+    launched = node.subprocess.Popen(["flower-superexec", "--help"], stdout=subprocess.PIPE, text=True)
+    assert launched.wait(timeout=120) == 0
+    assert "--runtime-api-address" in launched.stdout.read()
+    assert launched.args[2] == "clientapp-launcher"
+
+
+def test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone(tuning):
+    import os
+    import threading
+    import time
+
+    read_end, write_end = os.pipe()
+    sleep = tuning._WakeableSleep(read_end)
+    threading.Timer(0.3, os.write, (write_end, b"!")).start()
+    started = time.monotonic()
+    sleep.sleep(30)
+    assert time.monotonic() - started < 10, "a wake-up ends the sleep"
+    os.close(write_end)  # the node is gone: end of file
+    sleep.sleep(30)  # returns at once, closing its end
+    started = time.monotonic()
+    sleep.sleep(0.5)
+    assert time.monotonic() - started >= 0.45, "then a plain sleep, not a busy loop"
