@@ -34,8 +34,10 @@ sys.path.insert(0, {repo!r})
 started = time.perf_counter()
 {body}
 usage = resource.getrusage(resource.RUSAGE_SELF)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({{"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-                  "peak_rss_mb": usage.ru_maxrss / 1024, "train_images": int(len(x_train))}}))
+                  "peak_rss_mb": int(hwm.split()[1]) / 1024, "train_images": int(len(x_train))}}))
 """
 
 FLWR_DATASETS = """
