@@ -70,6 +70,7 @@ SuperExec
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -212,23 +213,29 @@ def reconnects_survive_a_superlink_restart() -> None:
     HeartbeatSender.__init__ = sender_init
 
 
+class _SubprocessThroughThisModule:
+    """Stands in for the `subprocess` module inside a Flower module: its `command` runs as `python3
+    flower_tuning.py <component> ...` (with `adjust` applied to Popen's keyword arguments); all else
+    is `subprocess` itself."""
+
+    def __init__(self, command: str, component: str, adjust=lambda kwargs: kwargs) -> None:
+        self._command, self._component, self._adjust = command, component, adjust
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    def Popen(self, args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
+        if args and args[0] == self._command:
+            args = [sys.executable, os.path.abspath(__file__), self._component, *args[1:]]
+            kwargs = self._adjust(kwargs)
+        return subprocess.Popen(args, *rest, **kwargs)
+
+
 def serverapps_through_this_module() -> None:
     """SuperExec: launch `flwr-serverapp` as `python3 flower_tuning.py serverapp ...` (see run_directory)."""
-    import subprocess
-
     from flwr.supercore.superexec.executor import subprocess_executor
 
-    class _Subprocess:
-        def __getattr__(self, name: str):
-            return getattr(subprocess, name)
-
-        @staticmethod
-        def Popen(args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
-            if args and args[0] == "flwr-serverapp":
-                args = [sys.executable, os.path.abspath(__file__), "serverapp", *args[1:]]
-            return subprocess.Popen(args, *rest, **kwargs)
-
-    subprocess_executor.subprocess = _Subprocess()
+    subprocess_executor.subprocess = _SubprocessThroughThisModule("flwr-serverapp", "serverapp")
 
 
 def run_directory(runs_dir: str) -> None:
@@ -356,25 +363,15 @@ def shorter_idle_poll(idle: float) -> None:
 def clientapps_started_on_arrival() -> None:
     """SuperNode: start its ClientApp launcher through this module and wake it whenever a message for a
     ClientApp is stored (see `launcher_woken_by_node`)."""
-    import subprocess
-
     from flwr.supernode import start_client_internal as node
     from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
 
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
-    class _Subprocess:
-        def __getattr__(self, name: str):
-            return getattr(subprocess, name)
-
-        @staticmethod
-        def Popen(args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
-            if args and args[0] == "flower-superexec":
-                args = [sys.executable, os.path.abspath(__file__), "clientapp-launcher", *args[1:]]
-                kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), read_end)
-                kwargs["env"] = {**(kwargs.get("env") or os.environ), LAUNCHER_WAKE_FD: str(read_end)}
-            return subprocess.Popen(args, *rest, **kwargs)
+    def with_wake_pipe(kwargs: dict) -> dict:
+        return {**kwargs, "pass_fds": (*kwargs.get("pass_fds", ()), read_end),
+                "env": {**(kwargs.get("env") or os.environ), LAUNCHER_WAKE_FD: str(read_end)}}
 
     store = InMemoryNodeState.store_message
 
@@ -387,7 +384,7 @@ def clientapps_started_on_arrival() -> None:
                 pass
         return stored
 
-    node.subprocess = _Subprocess()
+    node.subprocess = _SubprocessThroughThisModule("flower-superexec", "clientapp-launcher", with_wake_pipe)
     InMemoryNodeState.store_message = store_message
 
 
