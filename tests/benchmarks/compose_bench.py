@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,39 +28,31 @@ from apps.fjs.flwr_cli import FlwrCli, FlwrError  # noqa: E402
 from apps.fjs.local_federation import free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import host_cpu, report, seed_app  # noqa: E402
+from tests.benchmarks.sampling import Sampler  # noqa: E402
 from tests.support.results import run_metrics  # noqa: E402
 
 UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
-class MemorySampler:
+class MemorySampler(Sampler):
     """Peak memory per container and the project's total CPU (% of one core) from `docker stats`, sampled
-    in the background."""
+    back to back in the background (each `docker stats --no-stream` takes about 2 s)."""
 
     def __init__(self, project: str) -> None:
-        self.project, self.peaks, self.cpu, self._stop = project, {}, [], threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__()
+        self.project, self.peaks, self.cpu = project, {}, []
 
-    def __enter__(self) -> "MemorySampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}"],
-                                 capture_output=True, text=True).stdout
-            total_cpu = 0.0
-            for line in out.splitlines():
-                row = json.loads(line)
-                if row["Name"].startswith(f"{self.project}-"):
-                    used = _bytes(row["MemUsage"].split("/")[0])
-                    self.peaks[row["Name"]] = max(self.peaks.get(row["Name"], 0), used)
-                    total_cpu += float(row["CPUPerc"].rstrip("%") or 0)
-            self.cpu.append(total_cpu)
+    def sample(self) -> None:
+        out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}"],
+                             capture_output=True, text=True).stdout
+        total_cpu = 0.0
+        for line in out.splitlines():
+            row = json.loads(line)
+            if row["Name"].startswith(f"{self.project}-"):
+                used = _bytes(row["MemUsage"].split("/")[0])
+                self.peaks[row["Name"]] = max(self.peaks.get(row["Name"], 0), used)
+                total_cpu += float(row["CPUPerc"].rstrip("%") or 0)
+        self.cpu.append(total_cpu)
 
 
 def _bytes(text: str) -> float:

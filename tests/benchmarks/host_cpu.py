@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+from tests.benchmarks.sampling import Sampler
 
 TICK = os.sysconf("SC_CLK_TCK")
 NODE_PROCESS = "flower_tuning.py supernode"  # the SuperNode's own Flower process (docker/entrypoints)
@@ -58,29 +59,21 @@ def _containers(project: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
-class CpuRecorder:
-    """Samples `snapshot` every `every` seconds; `between(t0, t1)` is the CPU each part spent in that window."""
+class CpuRecorder(Sampler):
+    """Samples `snapshot` every `every` seconds and once more when the block ends; `between(t0, t1)` is
+    the CPU each part spent in that window."""
 
     def __init__(self, project: str, every: float = 1.0) -> None:
-        self.project, self.every = project, every
+        super().__init__(every)
+        self.project = project
         self.samples: list[tuple[float, Counter]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> "CpuRecorder":
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
+        self.sample()
 
-    def _loop(self) -> None:
-        while True:
-            self.samples.append((time.time(), snapshot(self.project)))
-            if self._stop.wait(self.every):
-                self.samples.append((time.time(), snapshot(self.project)))
-                return
+    def sample(self) -> None:
+        self.samples.append((time.time(), snapshot(self.project)))
 
     def between(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds per part from the sample nearest `start` to the one nearest `end`."""
