@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
                           help="afterwards, write the registered key names here (nodes waiting for registration watch it)")
     register.set_defaults(handler=_register)
 
+    registrar = commands.add_parser("registrar", help="compose: register node keys as nodes make them, revoke left slots")
+    registrar.add_argument("--keys", type=Path, required=True, help="the node-keys folder the nodes share")
+    registrar.add_argument("--slots", type=Path, required=True, help="the nodes' slot-lease folder")
+    registrar.add_argument("--address", default="superlink-control:9093", help="SuperLink Control API host:port")
+    registrar.add_argument("--ca", type=Path, required=True, help="CA certificate that signed the SuperLink's")
+    registrar.add_argument("--revoke-after", type=float, default=float(os.environ.get("FJS_KEY_REVOKE_SECONDS") or 300),
+                           help="seconds a slot stays free before its key is revoked (0: never; $FJS_KEY_REVOKE_SECONDS)")
+    registrar.set_defaults(handler=_registrar)
     k8s = commands.add_parser("k8s-init", help="in a Kubernetes Job: create the TLS Secret and node keys if absent")
     k8s.add_argument("--tls-secret", default="superlink-tls")
     k8s.add_argument("--node-slots", type=int, default=16, help="SuperNode key pairs (0: no node authentication)")
@@ -179,6 +187,13 @@ def _register(args) -> int:
     print(f"certs: registered {len(added)} node keys at {args.address} ({len(known)} were already registered)")
     if args.done_file:
         files.write(args.done_file, "".join(f"{key.stem}\n" for key in keys).encode(), 0o644)
+    return 0
+
+
+def _registrar(args) -> int:
+    from .registrar import serve
+
+    serve(args.keys, args.slots, args.address, args.ca, args.revoke_after)
     return 0
 
 

@@ -29,8 +29,70 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"fjs: error: {err}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as one line naming the problem and the fix (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"fjs: error: {message}: see `{self.prog} --help`\n")
+
+
+# What one SuperNode of our App holds at its peak on a CPU host (node, warm zygote, a ClientApp call;
+# docs/performance.md): a count whose total exceeds the host's memory is refused before anything starts.
+NODE_PEAK_GIB = 0.7
+
+
+def positive_count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--nodes must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def node_count(text: str) -> int:
+    """--nodes on this host: a whole number >= 1 that this host's memory can hold."""
+    nodes = positive_count(text)
+    import psutil
+
+    total = psutil.virtual_memory().total / 2**30
+    if nodes * NODE_PEAK_GIB > total:
+        raise argparse.ArgumentTypeError(
+            f"--nodes {nodes} needs about {nodes * NODE_PEAK_GIB:.0f} GiB ({NODE_PEAK_GIB} GiB per SuperNode at its "
+            f"peak) and this host has {total:.1f} GiB: use at most {int(total / NODE_PEAK_GIB)}, or run SuperNodes on "
+            "more hosts (docs/multi-site.md)"
+        )
+    return nodes
+
+
+def check_run_config(*configs: str) -> None:
+    """A bad --run-config is one line before anything starts, not a run that fails after the federation was
+    scaled: Flower's own parser, then the App's own checks over the App's defaults."""
+    import tomllib
+
+    import click
+    from flwr.common.config import flatten_dict, parse_config_args
+
+    from apps.jaxfl.settings import ConfigError, RunSettings
+
+    from .paths import REPO
+
+    defaults = flatten_dict(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    overrides = {}
+    for config in (config for config in configs if config.strip()):
+        try:
+            overrides.update(parse_config_args([config]))
+        except click.ClickException:
+            raise ValueError(f"--run-config {config!r} is not `key=value ...` (values: numbers, true/false, or quoted "
+                             "strings), e.g. 'num-server-rounds=5 dataset=\"/data/x.parquet\"'") from None
+    if unknown := sorted(set(overrides) - set(defaults)):
+        raise ValueError(f"--run-config: unknown key {', '.join(map(repr, unknown))}: the App's keys are "
+                         f"{', '.join(defaults)} (docs/app.md)")
+    try:
+        RunSettings.parse({**defaults, **overrides})
+    except ConfigError as err:
+        raise ValueError(f"--run-config: {err}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fjs", description=__doc__)
+    parser = _Parser(prog="fjs", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     connect = commands.add_parser("connect", help="write the flwr CLI connection to a SuperLink (and check it)")
@@ -44,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="a federation of local processes, no Docker")
     local_commands = local.add_subparsers(required=True, metavar="ACTION")
     up = local_commands.add_parser("up", help="start SuperLink, SuperExec and N SuperNodes until Ctrl-C")
-    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--nodes", type=node_count, default=3)
     up.add_argument("--dir", type=Path, default=Path(".local-federation"))
     up.add_argument("--dataset", help="local Parquet dataset for every node (default: the run config's)")
     up.add_argument("--fleet-port", type=int, default=9092)
@@ -55,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_local_up, repository_tool=True, command="local up")
 
     demo = commands.add_parser("demo", help="the main job: compose up N SuperNodes, connect, train, show results")
-    demo.add_argument("--nodes", type=int, default=10)
+    demo.add_argument("--nodes", type=node_count, default=10)
     demo.add_argument("--run-config", default="", help="overrides of the demo's run config, e.g. 'num-server-rounds=5'")
     demo.add_argument("--offline", action="store_true", help="train on the offline MNIST subset (no internet)")
     variant = demo.add_mutually_exclusive_group()
@@ -66,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     site = commands.add_parser("site-bundle", help="prepare a folder for a remote site and register its node keys")
     site.add_argument("name", help="site name (the bundle folder's name)")
     site.add_argument("--superlink", required=True, help="the SuperLink's public Fleet API address, HOST:PORT")
-    site.add_argument("--nodes", type=int, default=1, help="SuperNode slots for this site")
+    site.add_argument("--nodes", type=positive_count, default=1, help="SuperNode slots for this site")
     site.add_argument("--first-partition", type=int, help="partition of its first node (default: after earlier sites)")
     site.add_argument("--dataset", help="dataset path inside the site's containers, e.g. /data/site.parquet")
     site.add_argument("--own-data", action="store_true", help="the site splits its own dataset among its nodes")
@@ -106,10 +168,10 @@ def _local_up(args: argparse.Namespace) -> None:
     from .flwr_cli import FlwrCli
     from .local_federation import LocalFederation
 
-    if args.nodes < 1:
-        raise ValueError("--nodes must be at least 1")
     if args.dataset and not Path(args.dataset).expanduser().exists():
         raise ValueError(f"dataset path '{args.dataset}' does not exist: create it with `fjs data mnist-offline`")
+    if args.run:
+        check_run_config(args.run_config)
     federation = LocalFederation(
         args.dir.resolve(), args.nodes, args.dataset, args.fleet_port, args.control_port, args.node_port
     )
@@ -147,6 +209,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     from .host import hub_reachable, node_variant
 
+    check_run_config(f"min-nodes={args.nodes} {DEMO_RUN_CONFIG}", args.run_config)
     variant, why = node_variant(force_cpu=args.cpu, force_gpu=args.gpu)
     print(f"fjs: SuperNode image: {variant} ({why})")
     env = {"FJS_NODE_VARIANT": variant}
@@ -160,8 +223,11 @@ def _demo(args: argparse.Namespace) -> None:
         if not (REPO / DEFAULT_PATH).exists():
             _mnist_offline(argparse.Namespace(out=REPO / DEFAULT_PATH))
     stack = ComposeStack(files=tuple(files), env=env)
-    print(f"fjs: docker compose up -d --build --scale supernode={args.nodes} (first build: several minutes)")
-    stack.up(args.nodes, "--build")
+    print("fjs: docker compose build (compose's progress below; a first build downloads wheels for a few minutes)")
+    seconds = stack.build(show_progress=True)
+    print(f"fjs: images built in {int(seconds // 60)} min {int(seconds % 60)} s; "
+          f"docker compose up -d --scale supernode={args.nodes}")
+    stack.up(args.nodes)
     control = f"127.0.0.1:{os.environ.get('FJS_CONTROL_PORT', '9093')}"
     _connect(argparse.Namespace(address=control, ca=REPO / "certs" / "ca.crt", name=DEFAULT_NAME, flwr_home=None,
                                 no_probe=False))
@@ -185,8 +251,6 @@ def _run_once(cli, outputs: Path, *run_configs: str) -> None:
 def _site_bundle(args: argparse.Namespace) -> None:
     from .site_bundle import make_bundle
 
-    if args.nodes < 1:
-        raise ValueError("--nodes must be at least 1")
     bundle = make_bundle(args.name, args.superlink, args.nodes, args.certs, args.out, args.control,
                          args.first_partition, args.dataset, args.own_data)
     print(f"fjs: site bundle in {bundle} ({args.nodes} node key(s) registered). Copy that folder to the site; there:")

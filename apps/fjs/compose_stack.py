@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from .paths import REPO
 
@@ -36,8 +36,20 @@ class ComposeStack:
             raise ComposeError(f"docker compose {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
         return done.stdout + done.stderr
 
-    def build(self) -> None:
-        self.compose("build")
+    def build(self, show_progress: bool = False) -> float:
+        """Build the images; with show_progress, compose's own line per step goes to this terminal (a first
+        build downloads wheels for minutes). Returns the seconds it took."""
+        started = time.monotonic()
+        if not show_progress:
+            self.compose("build")
+            return time.monotonic() - started
+        argv = ["docker", "compose", "--progress", "plain", "-p", self.project]
+        for name in self.files:
+            argv += ["-f", str(REPO / name)]
+        done = subprocess.run([*argv, "build"], cwd=REPO, env={**os.environ, **self.env}, timeout=3600)
+        if done.returncode != 0:
+            raise ComposeError(f"docker compose build failed (exit {done.returncode}): its output is above")
+        return time.monotonic() - started
 
     def up(self, supernodes: int, *extra: str) -> None:
         self.compose("up", "-d", "--scale", f"supernode={supernodes}", *extra)
@@ -53,17 +65,6 @@ class ComposeStack:
         argv = ["docker", "ps", "--format", "{{json .}}", "--filter", f"label=com.docker.compose.project={self.project}"]
         out = subprocess.run(argv + (["-a"] if all_states else []), capture_output=True, text=True, check=True).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-    def inspect(self, container: str) -> dict:
-        out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True).stdout
-        return json.loads(out)[0]
-
-    def activations(self, container: str) -> list[float]:
-        """Wall-clock times at which a SuperNode container was activated by the SuperLink: its `SuperNode ID`
-        log lines, stamped by Docker."""
-        out = subprocess.run(["docker", "logs", "-t", container], capture_output=True, text=True).stdout
-        return [datetime.fromisoformat(line.split()[0].rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp()
-                for line in out.splitlines() if "SuperNode ID" in line]  # RFC 3339 in ns; keep microseconds
 
     def service_containers(self, service: str) -> list[str]:
         return sorted(c["Names"] for c in self.containers(all_states=False) if f"-{service}-" in c["Names"])

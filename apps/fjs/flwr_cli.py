@@ -86,18 +86,6 @@ class FlwrCli:
     def logs(self, run_id: int) -> str:
         return self._call("log", str(run_id), self.connection, "--show")
 
-    def wait_for_log(self, run_id: int, text: str, timeout: float = 600, poll: float = 1.0) -> None:
-        """Until the run's log contains `text`; a failed `flwr log` (busy host, run just starting) is asked again."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if text in self.logs(run_id):
-                    return
-            except (FlwrError, subprocess.TimeoutExpired):
-                pass
-            time.sleep(poll)
-        raise FlwrError(f"run {run_id}: {text!r} not in its log after {timeout:.0f} s")
-
     def nodes(self) -> list[dict]:
         return self._json("supernode", "ls", self.connection)["nodes"]
 

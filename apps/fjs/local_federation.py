@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,6 @@ from certs.register import register_keys
 
 from .connection import ConnectionProblem, probe, write_connection
 from .paths import ENTRYPOINTS
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS says are free now (tests run several federations side by side)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @dataclass
@@ -105,13 +93,10 @@ class LocalFederation:
         register_keys([node_keys.key_paths(self.certs, slot)[1] for slot in slots], self.control_address, self.certs / "ca.crt")
 
     def start_node(self, index: int, ca_cert: Path | None = None, args: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
-        """SuperNode `index` (its partition id, and its key slot: made here if missing, but registered only by
-        `register`); `env` sets the entrypoint's variables (NUM_PARTITIONS, ...)."""
+        """SuperNode `index` (its key slot: made here if missing, but registered only by `register`; its partition
+        is given per run by the SuperLink); `env` sets the entrypoint's variables (PARTITION_ID, ...)."""
         node_keys.generate(self.certs, index, 1, if_absent=True)
         settings = {
-            "PARTITION_ID": str(index),
-            # Flower's convention (node config `num-partitions`): the federation's size, or more for an added node.
-            "NUM_PARTITIONS": str(max(self.nodes, index + 1)),
             "FJS_NODE_SLOT": str(index),
             "FJS_SUPERLINK": f"127.0.0.1:{self.fleet_port}",
             "FJS_CA_CERT": str(ca_cert or self.certs / "ca.crt"),
@@ -126,10 +111,6 @@ class LocalFederation:
         return self._spawn(
             f"supernode-{index}", f"nodes/{index}", [sys.executable, str(ENTRYPOINTS / "supernode.py"), *args], settings | env
         )
-
-    def stop_node(self, index: int, kill: bool = False) -> None:
-        process = self.processes.pop(f"supernode-{index}")
-        _stop(process, signal.SIGKILL if kill else signal.SIGTERM)
 
     def wait_for_superlink(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -113,7 +113,7 @@ def _cpu_seconds() -> float:
 def _prepare(msg: Message, context: Context) -> Job:
     run = RunSettings.parse(context.run_config)
     node = NodeSettings.parse(context.node_config)
-    num_partitions = node.partitions(int(msg.content["config"].get("num-partitions", 0)))
+    num_partitions = node.partitions(run.num_partitions, int(msg.content["config"].get("num-partitions", 0)))
     if num_partitions < 1:
         raise ConfigError("the run did not say how many partitions it uses: set --node-config 'num-partitions=N'")
     check_partition(node.partition_id, num_partitions)

@@ -1,4 +1,5 @@
-"""What a run leaves on disk: metrics.json (after every round), final_model.npz and metrics.png."""
+"""What a run leaves on disk: metrics.json (after every round), final_model.npz and metrics.png (checkpoints:
+checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def write_model(out_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
     return atomic_write(out_dir / "final_model.npz", lambda out: np.savez(out, **arrays))
 
 
-def write_plot(out_dir: Path, rounds: list[dict]) -> Path:
-    """Loss and accuracy per round, train and evaluate, as a PNG."""
+def write_plot(out_dir: Path, rounds: list[dict], resumed: dict | None = None) -> Path:
+    """Loss and accuracy per round, train and evaluate, as a PNG. A resumed run's plot holds the earlier
+    run's rounds too, with a dashed line where this run took over (`resumed`: {"run_id", "round"})."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
@@ -34,6 +36,9 @@ def write_plot(out_dir: Path, rounds: list[dict]) -> Path:
         loss_axis.plot(numbers, [m[f"{prefix}_loss"] for _, m in points], marker="o", label=stage)
         accuracy_axis.plot(numbers, [m[f"{prefix}_acc"] for _, m in points], marker="o", label=stage)
     for axis, title in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        if resumed:
+            axis.axvline(resumed["round"] + 0.5, color="grey", linestyle="--",
+                         label=f"resumed from run {resumed['run_id']}")
         axis.set(title=title, xlabel="round")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole rounds only
         axis.grid(alpha=0.3)

@@ -44,6 +44,24 @@ def _text(config: Mapping[str, Any], key: str, where: str) -> str:
     return value.strip()
 
 
+def _run_id(config: Mapping[str, Any], key: str, where: str) -> int | None:
+    """A Flower run id, or None for "" / 0 / a missing key. Run ids are unsigned 64-bit numbers, and half of
+    them do not fit TOML's (signed) integers, so the id may come as a quoted string of digits."""
+    value = config.get(key, "")
+    text = str(value).strip()
+    digits = text.isascii() and text.isdigit()
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (text and not digits):
+        raise ConfigError(
+            f"{where} '{key}' must be a run id (digits, as `flwr ls` shows it), got {value!r}: "
+            f"pass --run-config '{key}=\"RUN_ID\"' (quoted: run ids can exceed TOML's integers), or leave it \"\""
+        )
+    if not text or int(text) == 0:
+        return None
+    if int(text) >= 2**64:
+        raise ConfigError(f"{where} '{key}' {text} is not a run id (they are below 2**64): check the id with `flwr ls`")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The App's run config (pyproject.toml [tool.flwr.app.config], overridable with --run-config)."""
@@ -60,6 +78,7 @@ class RunSettings:
     dataset: str
     output_dir: str
     seed: int
+    resume_from: int | None = None  # continue that run from its last checkpoint (checkpoint.py); None: a fresh run
 
     @classmethod
     def parse(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -77,6 +96,7 @@ class RunSettings:
             dataset=_text(run_config, "dataset", where),
             output_dir=_text(run_config, "output-dir", where),
             seed=_number(run_config, "seed", int, 0, None, where),
+            resume_from=_run_id(run_config, "resume-from", where),
         )
 
 
@@ -84,10 +104,10 @@ class RunSettings:
 class NodeSettings:
     """What a SuperNode says about itself (--node-config): its partition and, optionally, its own data.
 
-    The run's dataset is split into the number of partitions the ServerApp chose for the run (it
-    says so in each message); a node's `num-partitions` (Flower's convention, which the stack always
-    sets) is used only when the run does not say, or when `own-data=true`: the node's `dataset` is its
-    site's own, split among that site's nodes.
+    How many ways the run's dataset is split, first that applies: a site's own data (`own-data=true`,
+    its node config's `num-partitions`); the run config's explicit `num-partitions`; the node config's
+    `num-partitions` (Flower's convention: the stack's SuperLink sets it per run, with `partition-id`,
+    over the run's members); else the count the ServerApp sends (plain Flower deployments).
     """
 
     partition_id: int
@@ -98,10 +118,10 @@ class NodeSettings:
     own_data: bool = False
     expect_gpu: bool = False  # warn when training falls back to CPU (the stack's GPU overlays set it)
 
-    def partitions(self, run_count: int) -> int:
+    def partitions(self, run_config_count: int, message_count: int) -> int:
         if self.own_data and self.num_partitions:
             return self.num_partitions
-        return run_count or self.num_partitions or 0
+        return run_config_count or self.num_partitions or message_count or 0
 
     @classmethod
     def parse(cls, node_config: Mapping[str, Any]) -> NodeSettings:

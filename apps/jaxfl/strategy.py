@@ -3,14 +3,23 @@
 Flower's FedAvg logs "Received N results and M failures" but keeps no record of it; the stack's
 tests, benchmarks and operators need it on disk (metrics.json), so this subclass notes it on the
 way through and hands everything else to FedAvg unchanged.
+
+A resumed run (checkpoint.py) continues an earlier run's rounds: FedAvg.start numbers its own rounds
+1..num_rounds, and `round_offset` (the rounds already done) is added to every round number before FedAvg
+or anyone else sees it, so the messages' `server-round`, the records and the logs say round k+1, k+2, ...
+Node sampling is seeded per round from the run's seed, so a resumed run samples as the uninterrupted
+run would have, given the same nodes (at fraction 1.0 every node is taken anyway).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
+from logging import INFO
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message
+from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg
 
 
@@ -28,26 +37,50 @@ class StageFailed(RuntimeError):
 
 
 class RecordedFedAvg(FedAvg):
-    def __init__(self, *, on_round_end: Callable[[dict], None], **fedavg_args) -> None:
+    """`on_round_end(record, arrays)` after each round's evaluation: the round's record and the global model
+    it evaluated (the model after that round's training)."""
+
+    def __init__(
+        self,
+        *,
+        on_round_end: Callable[[dict, ArrayRecord], None],
+        round_offset: int = 0,
+        total_rounds: int | None = None,
+        sampling_seed: int = 0,
+        **fedavg_args,
+    ) -> None:
         super().__init__(**fedavg_args)
         self.rounds: list[dict] = []
+        self.round_offset = round_offset
+        self._total_rounds = total_rounds
         self._on_round_end = on_round_end
+        self._sampling_seed = sampling_seed
         self._round_started = 0.0
         self._sent = {"train": 0, "evaluate": 0}
+        self._evaluated = ArrayRecord()
 
     def configure_train(self, server_round, arrays, config, grid):
+        server_round += self.round_offset
+        if self.round_offset:  # Flower's own "[ROUND i/n]" counts this run's rounds only
+            log(INFO, "Round %d of %d (resumed: round %d of this run)", server_round, self._total_rounds or 0,
+                server_round - self.round_offset)
         self._round_started = time.perf_counter()
         self.rounds.append({"round": server_round})
+        random.seed(f"{self._sampling_seed}/train/{server_round}")
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self._sent["train"] = len(messages)
         return messages
 
     def configure_evaluate(self, server_round, arrays, config, grid):
+        server_round += self.round_offset
+        self._evaluated = arrays
+        random.seed(f"{self._sampling_seed}/evaluate/{server_round}")
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
         self._sent["evaluate"] = len(messages)
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        server_round += self.round_offset
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         self.rounds[-1]["train"] = _summary(replies, metrics, self._sent["train"])
@@ -55,12 +88,13 @@ class RecordedFedAvg(FedAvg):
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
+        server_round += self.round_offset
         replies = list(replies)
         metrics = super().aggregate_evaluate(server_round, replies)
         record = self.rounds[-1]
         record["evaluate"] = _summary(replies, metrics, self._sent["evaluate"])
         record["wall_s"] = round(time.perf_counter() - self._round_started, 3)
-        self._on_round_end(record)
+        self._on_round_end(record, self._evaluated)
         _stop_if_nothing_came_back(server_round, "evaluate", record["evaluate"])
         return metrics
 

@@ -7,8 +7,11 @@
     python3 flower_tuning.py clientapp-launcher [flower-superexec args]   (a tuned SuperNode starts it)
 
 Runs Flower's own CLI entry point after applying the changes below. One switch turns them all off:
-FJS_FLOWER_TUNING=0 (then this is plain Flower). On any Flower version other than 1.39.0 nothing is
-changed and a line says so: each change depends on 1.39's internals and must be re-checked on upgrade.
+FJS_FLOWER_TUNING=0 (then this is plain Flower). On any Flower version other than 1.39.0 the component
+refuses to start with one line (each change depends on 1.39's internals and must be re-checked on upgrade).
+Each change is declared in flower_changes.py (CHANGES: its targets in Flower, the defect, its tests) and is
+the function of the same name here; before any acts, every target is checked against the shape the change
+relies on, and one that does not fit stops the component with one line naming the change and the target.
 
 SuperLink
   * state_transactions_in_turn: Flower 1.39 keeps its state in SQLite (WAL, busy_timeout 5 s) and
@@ -19,67 +22,83 @@ SuperLink
     Here the SuperLink's own transactions take turns on a process-wide lock (waiters sleep instead
     of polling, nobody times out), and busy_timeout is raised to 60 s for anything outside this
     process. Same file, same WAL journal, same durability: state survives restarts as before.
+  * run_members_decided_by_the_superlink: a node counts as online only once this SuperLink process
+    has heard from it (Flower trusts heartbeat windows recorded by an earlier process: nodes that left
+    while the SuperLink was being recreated stayed "online" for a minute and failed the next run), and
+    each run's members and partitions are fixed when its first instruction is stored (run_members.py).
 SuperNode
-  * idle poll: a node without work asks again after FJS_NODE_POLL_INTERVAL s (Flower: 3 s).
-  * ClientApps start when their message arrives: Flower's node starts a launcher (`flower-superexec`)
-    that asks the node for a ClientApp task every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s, about 7 ms of
-    CPU per look over the node's local TLS API (10 idle nodes at 0.25 s: 30% of a core). Here the
-    node wakes its launcher through a pipe the moment it stores a message for a ClientApp, so the
-    launcher starts it at once and otherwise looks only every FJS_CLIENTAPP_POLL_INTERVAL s (Flower's
-    1 s). The node takes a finished ClientApp's reply within 0.1 s (Flower looks every 0.5 s).
-  * transient Fleet errors are retried: pulling or pushing a message's objects and confirming its
-    receipt are retried for up to 30 s on UNAVAILABLE/INTERNAL/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED
-    (Flower gives up at once on all but UNAVAILABLE and drops the message silently).
-  * a message that still cannot be received is answered with an error reply naming the cause, so
-    the ServerApp counts the failure within seconds instead of waiting for round-timeout.
-  * a SuperLink that goes away mid-call (restart, rescheduled pod) answers CANCELLED: Flower's node
-    loop gives up on it and its heartbeat thread dies, so the node, still running and healthy to
-    every probe, is marked offline a minute later and never sampled again (seen on Kubernetes when
-    the SuperLink pod was deleted). Here the node loop retries CANCELLED like UNAVAILABLE, and a
-    heartbeat that fails with any transient gRPC error is retried instead of ending the thread.
-  * a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is claimed to its first
-    heartbeat (Flower: 30). On a host with more nodes than cores, a cold ClientApp (imports, data,
-    compilation) misses 30 s; Flower then hands the task to a new ClientApp, which misses it again.
+  * shorter_node_waits: a node without work asks again after FJS_NODE_POLL_INTERVAL s (Flower: 3 s),
+    and takes a finished ClientApp's reply within 0.1 s (Flower looks every 0.5 s).
+  * clientapps_started_on_arrival: Flower's node starts a launcher (`flower-superexec`) that asks
+    the node for a ClientApp task every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s, about 7 ms of CPU per
+    look over the node's local TLS API (10 idle nodes at 0.25 s: 30% of a core). Here the node wakes
+    its launcher through a pipe the moment it stores a message for a ClientApp, so the launcher
+    starts it at once and otherwise looks only every FJS_CLIENTAPP_POLL_INTERVAL s (Flower's 1 s).
+  * fleet_calls_retried_and_failures_replied: pulling or pushing a message's objects and confirming
+    its receipt are retried for up to 30 s on UNAVAILABLE/INTERNAL/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED
+    (Flower gives up at once on all but UNAVAILABLE and drops the message silently). A message that
+    still cannot be received is answered with an error reply naming the cause, so the ServerApp
+    counts the failure within seconds instead of waiting for round-timeout.
+  * reconnects_survive_a_superlink_restart: a SuperLink that goes away mid-call (restart,
+    rescheduled pod) answers CANCELLED: Flower's node loop gives up on it and its heartbeat thread
+    dies, so the node, still running and healthy to every probe, is marked offline a minute later
+    and never sampled again (seen on Kubernetes when the SuperLink pod was deleted). Here the node
+    loop retries CANCELLED like UNAVAILABLE, and a heartbeat that fails with any transient gRPC error
+    is retried instead of ending the thread.
+  * longer_claim_window: a ClientApp gets CLAIM_WINDOW_SECONDS (120) from the moment its task is
+    claimed to its first heartbeat (Flower: 30). On a host with more nodes than cores, a cold
+    ClientApp (imports, data, compilation) misses 30 s; Flower then hands the task to a new
+    ClientApp, which misses it again.
     Once running, Flower's own heartbeat rules apply unchanged (a hung ClientApp fails after 60 s).
-  * node config per run: Flower's examples read `partition-id` and `num-partitions` from the node
-    config, which Flower fixes when the node starts. Where partition ids are replica indices (compose
-    `--scale`, a StatefulSet) and NUM_PARTITIONS is not set, the node counts its service's replicas
-    in DNS (FJS_REPLICAS_DNS) when a run's first message arrives, and that run's node config carries
-    `num-partitions`: a scale change applies from the next run, as for the ServerApp's own count.
+  * node_config_from_the_run: Flower's examples read `partition-id` and `num-partitions` from the node
+    config, which Flower fixes when the node starts. Here a node whose partition follows the run
+    (FJS_PARTITION_FROM=run: compose, Kubernetes, `fjs local`) takes them from the Run record of each
+    run's first message, where the SuperLink put them (see the SuperLink's run members, run_members.py).
 ClientApp
-  * process pools start fresh: JAX is multithreaded, and a ClientApp that forks after JAX is up (a
+  * pools_start_fresh: JAX is multithreaded, and a ClientApp that forks after JAX is up (a
     `datasets` `num_proc` pool, multiprocessing) deadlocks in the child (JAX warns: "os.fork() is
     incompatible with multithreaded code"). The default start method of `multiprocessing` and of
     `multiprocess` (what `datasets` uses) is "spawn" in ClientApp processes: workers are new
     interpreters. Apps that choose a start method themselves are left alone.
 Every process that pulls a message's objects (SuperNode, ClientApp, ServerApp)
-  * objects that are not there yet are asked for again within OBJECT_PULL_CAP_SECONDS (0.5 s; a
-    ClientApp asking its own SuperNode, LOCAL_OBJECT_PULL_CAP_SECONDS, 0.1 s). A message is visible
+  * prompt_object_pulls: objects that are not there yet are asked for again within
+    OBJECT_PULL_CAP_SECONDS (0.5 s; a ClientApp asking its own SuperNode,
+    LOCAL_OBJECT_PULL_CAP_SECONDS, 0.1 s). A message is visible
     before its objects are: the SuperNode gets the ServerApp's message while the ServerApp is still
     pushing its objects to the SuperLink, and the ClientApp starts while the SuperNode is still
     pulling them. Flower retries with a backoff from 1 s doubling to 10 s, so a 100 MB message
     arrived 2-8 s after its last object did (measured: 8 MB/s ServerApp -> ClientApp on 2 cores).
     The overall limit stays Flower's (PULL_MAX_TIME, 2 h); the per-object try count is lifted with it.
 SuperExec
-  * each run's ServerApp starts in its own writable working directory, FJS_RUNS_DIR/run-<run id>
-    (default outputs/ under the SuperExec's working directory, a host folder or volume), so whatever
+  * serverapps_through_this_module, run_directory: each run's ServerApp starts in its own writable
+    working directory, FJS_RUNS_DIR/run-<run id> (default outputs/ under the SuperExec's working
+    directory, a host folder or volume), so whatever
     an App writes there (Flower's examples save `final_model.npz` to their working directory) reaches
     the operator. Flower starts it in the SuperExec's own directory, read-only in our containers.
+ClientApp launcher
+  * launcher_woken_by_node: the launcher's wait between looks for a task ends when its node writes to
+    the pipe (see clientapps_started_on_arrival).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import flwr
+from flower_changes import FLOWER_VERSION, changes_for, code_objects, refusal
 from registry import get
+from run_members import database_argument
 
-FLOWER_VERSION = "1.39.0"
+COMPONENTS = ("superlink", "supernode", "superexec", "serverapp", "clientapp", "clientapp-launcher")
 LAUNCHER_WAKE_FD = "FJS_LAUNCHER_WAKE_FD"  # the pipe a SuperNode wakes its ClientApp launcher through
 RETRYABLE = ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 RETRY_SECONDS = 30.0
@@ -87,6 +106,7 @@ BUSY_TIMEOUT_MS = 60_000
 CLAIM_WINDOW_SECONDS = 120
 OBJECT_PULL_CAP_SECONDS = 0.5  # from the SuperLink: each waiting pull is one cheap PullObject RPC
 LOCAL_OBJECT_PULL_CAP_SECONDS = 0.1  # ClientApp from its own SuperNode (in-memory store)
+REPLY_POLL_SECONDS = 0.1  # the node looking for a ClientApp's reply in its own memory
 
 
 def state_transactions_in_turn() -> None:
@@ -170,8 +190,18 @@ def fleet_calls_retried_and_failures_replied() -> None:
             return message.metadata.run_id  # the node's loop now pushes the error reply
         return run_id
 
+    push_messages = node._push_messages
+    signature = inspect.signature(push_messages)
+
+    @functools.wraps(push_messages)
+    def push_with_retries(*args, **kwargs):
+        # Flower's loop passes the connection's push_object to _push_messages by that name
+        call = signature.bind(*args, **kwargs)
+        call.arguments["push_object"] = retrying(call.arguments["push_object"], "pushing a reply's objects")
+        return push_messages(*call.args, **call.kwargs)
+
     node._pull_and_store_message = pull_and_store
-    node._init_connection = _with_retried_push(node._init_connection)
+    node._push_messages = push_with_retries
 
 
 def reconnects_survive_a_superlink_restart() -> None:
@@ -233,9 +263,11 @@ class _SubprocessThroughThisModule:
 
 def serverapps_through_this_module() -> None:
     """SuperExec: launch `flwr-serverapp` as `python3 flower_tuning.py serverapp ...` (see run_directory)."""
+    from flwr.supercore.constant import TaskType
     from flwr.supercore.superexec.executor import subprocess_executor
 
-    subprocess_executor.subprocess = _SubprocessThroughThisModule("flwr-serverapp", "serverapp")
+    command = subprocess_executor.TASK_TYPE_TO_COMMAND[TaskType.SERVER_APP]  # the command Flower launches
+    subprocess_executor.subprocess = _SubprocessThroughThisModule(command, "serverapp")
 
 
 def run_directory(runs_dir: str) -> None:
@@ -254,32 +286,90 @@ def run_directory(runs_dir: str) -> None:
     module.run_ = run_in_its_directory
 
 
-def num_partitions_counted_per_run(service: str, own_index: int) -> None:
-    """SuperNode: a new run's node config gets `num-partitions` = the replicas of `service` at that moment."""
+def run_members_decided_by_the_superlink(database: str | None) -> None:
+    """SuperLink: online means heard by this process; a run's members and their partitions are fixed at
+    its first instruction (run_members.py says why and how)."""
+    from flwr.proto.transport_pb2 import Scalar  # pylint: disable=no-name-in-module
+    from flwr.server.superlink.fleet.message_handler import message_handler as fleet
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from run_members import PARTITION_KEY, RunMembers, folder_for
+
+    members = RunMembers(folder_for(database))
+
+    def hearing(handler):
+        def handle(request, *args, **kwargs):
+            members.saw(request.node.node_id)
+            return handler(request, *args, **kwargs)
+
+        return handle
+
+    fleet.pull_messages = hearing(fleet.pull_messages)
+    fleet.send_node_heartbeat = hearing(fleet.send_node_heartbeat)
+    activate, get_run = fleet.activate_node, fleet.get_run
+
+    def activate_node(request, state):
+        response = activate(request, state)
+        members.saw(response.node_id)
+        return response
+
+    def get_run_with_partition(request, state):
+        response = get_run(request, state)
+        if (partition := members.partition(request.run_id, request.node.node_id)) is not None:
+            response.run.override_config[PARTITION_KEY].CopyFrom(Scalar(string="%d/%d" % partition))
+        return response
+
+    fleet.activate_node, fleet.get_run = activate_node, get_run_with_partition
+
+    for state_class in (SqlLinkState, InMemoryLinkState):
+        online, store = state_class.get_nodes, state_class.store_message_ins
+
+        def get_nodes(self, run_id: int, _online=online) -> set[int]:
+            live = members.live(_online(self, run_id))
+            fixed = members.members(run_id)
+            return live if fixed is None else live & set(fixed)
+
+        def store_message_ins(self, message, _online=online, _store=store):
+            run_id = message.metadata.run_id
+            if members.members(run_id) is None:
+                fixed = members.fix(run_id, _online(self, run_id))
+                print(f"superlink: run {run_id}: {len(fixed)} members, partitions 0..{len(fixed) - 1} by node id",
+                      flush=True)
+            return _store(self, message)
+
+        state_class.get_nodes, state_class.store_message_ins = get_nodes, store_message_ins
+
+
+def node_config_from_the_run(take_partition: bool) -> None:
+    """SuperNode: a run's node config carries the partition the SuperLink gave this node for that run
+    (`partition-id`, `num-partitions`); a node with explicit ids (PARTITION_ID, own data) keeps its own."""
     from flwr.supernode import start_client_internal as node
-    from replica import ReplicaError, replica_count
+    from run_members import PARTITION_KEY, parse_partition
 
     pull_and_store = node._pull_and_store_message
 
-    def with_count(**kwargs):
+    def with_run_partition(**kwargs):
         config = dict(kwargs["node_config"])  # this call's copy: earlier runs keep theirs
         get_run = kwargs["get_run"]
 
-        def counting_get_run(run_id: int):  # Flower calls it only for a run this node has not seen yet
+        def get_run_and_partition(run_id: int):  # Flower calls it only for a run this node has not seen yet
             run = get_run(run_id)
-            try:
-                config["num-partitions"] = replica_count(service, own_index)
-                print(f"supernode: run {run_id}: num-partitions={config['num-partitions']} (replicas of {service!r})",
-                      flush=True)
-            except ReplicaError as err:
-                print(f"supernode: run {run_id}: no num-partitions in its node config: {err}", file=sys.stderr,
-                      flush=True)
+            given = run.override_config.pop(PARTITION_KEY, None)  # never reaches the App's run config
+            if not take_partition:
+                return run
+            if given is None:
+                print(f"supernode: run {run_id}: not one of this run's members (it joined after the run started): "
+                      "no partition; it takes part from the next run on", file=sys.stderr, flush=True)
+                return run
+            config["partition-id"], config["num-partitions"] = parse_partition(str(given))
+            print(f"supernode: run {run_id}: partition-id={config['partition-id']} "
+                  f"num-partitions={config['num-partitions']} (the SuperLink's members of this run)", flush=True)
             return run
 
-        kwargs["node_config"], kwargs["get_run"] = config, counting_get_run
+        kwargs["node_config"], kwargs["get_run"] = config, get_run_and_partition
         return pull_and_store(**kwargs)
 
-    node._pull_and_store_message = with_count
+    node._pull_and_store_message = with_run_partition
 
 
 def prompt_object_pulls(cap: float) -> None:
@@ -304,60 +394,55 @@ def pools_start_fresh() -> None:
 
 
 def tune_clientapp() -> None:
-    """The ClientApp changes, for a process about to run Flower's `flwr-clientapp` (warm or cold)."""
-    if tuning_enabled("clientapp"):
-        pools_start_fresh()
-        prompt_object_pulls(LOCAL_OBJECT_PULL_CAP_SECONDS)
+    """The ClientApp changes, checked and applied, for a process about to run Flower's `flwr-clientapp`
+    (warm or cold)."""
+    apply_changes("clientapp")
 
 
 def longer_claim_window(seconds: float) -> None:
-    """SuperNode: a claimed ClientApp task waits `seconds` (not 30) for its ClientApp's first heartbeat."""
+    """SuperNode: a claimed ClientApp task waits `seconds` (not Flower's 30) for its ClientApp's first heartbeat."""
     from datetime import timedelta
 
+    from flwr.supercore.corestate import in_memory_corestate
     from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
 
     claim = InMemoryCoreState.claim_task
+    flowers_window = in_memory_corestate.HEARTBEAT_DEFAULT_INTERVAL  # what claim_task gives (the check says so)
 
     def claim_task(self, task_id: int):
         token = claim(self, task_id)
         if token is not None:
             with self.lock_task_store:
                 if (record := self.task_token_store.get(task_id)) is not None:
-                    record.active_until += timedelta(seconds=seconds - 30)
+                    record.active_until += timedelta(seconds=seconds - flowers_window)
         return token
 
     InMemoryCoreState.claim_task = claim_task
 
 
-def _with_retried_push(init_connection):
-    @contextmanager
-    def connection(*args, **kwargs):
-        with init_connection(*args, **kwargs) as conn:
-            conn = list(conn)
-            conn[6] = retrying(conn[6], "pushing a reply's objects")  # push_object(run_id, msg_id, obj_id, bytes)
-            yield tuple(conn)
+class _NodeSleeps:
+    """Stands in for the `time` module inside Flower's node loop. Its sleeps are told apart by the code that
+    calls them, not by their length: `seconds_by_caller` maps a function's code to how long its sleeps last
+    (the loop's idle wait; the waits for a ClientApp's reply). Every other call is `time`'s own."""
 
-    return connection
-
-
-class _ShorterIdleSleep:
-    """Stands in for the `time` module inside Flower's node loop: its 3 s idle sleep becomes `idle`, its
-    0.5 s waits for a ClientApp's reply (an in-memory lookup) 0.1 s; nothing else changes."""
-
-    def __init__(self, idle: float) -> None:
-        self._idle = idle
+    def __init__(self, seconds_by_caller: dict[types.CodeType, float]) -> None:
+        self._seconds_by_caller = seconds_by_caller
 
     def __getattr__(self, name: str):
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep({3: self._idle, 0.5: 0.1}.get(seconds, seconds))
+        time.sleep(self._seconds_by_caller.get(sys._getframe(1).f_code, seconds))
 
 
-def shorter_idle_poll(idle: float) -> None:
+def shorter_node_waits(idle: float) -> None:
+    """SuperNode: the loop's idle wait (Flower: 3 s) lasts `idle`; its waits for a ClientApp's reply and the
+    reply's objects, both in the node's own memory (Flower: 0.5 s), REPLY_POLL_SECONDS."""
     from flwr.supernode import start_client_internal as node
 
-    node.time = _ShorterIdleSleep(idle)
+    seconds_by_caller = {code: idle for code in code_objects(inspect.unwrap(node.start_client_internal))}
+    seconds_by_caller.update(dict.fromkeys(code_objects(inspect.unwrap(node._push_messages)), REPLY_POLL_SECONDS))
+    node.time = _NodeSleeps(seconds_by_caller)
 
 
 def clientapps_started_on_arrival() -> None:
@@ -429,62 +514,67 @@ def wait_for_registration(done_file: str | None, timeout: float) -> None:
               "running?): connecting anyway", file=sys.stderr, flush=True)
 
 
+def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
+    """Every change for `component` (flower_changes.CHANGES), each checked against this Flower before any
+    acts, then applied in the registry's order. A target that does not fit ends the process with one line."""
+    if (line := refusal(component)) is not None:
+        sys.exit(line)
+    settings = {  # the arguments each change takes in this process (None: not applied here); others take none
+        "run_members_decided_by_the_superlink": lambda: (database_argument(list(argv)),),
+        "shorter_node_waits": lambda: (float(get("FJS_NODE_POLL_INTERVAL")),),
+        "prompt_object_pulls": lambda: (
+            LOCAL_OBJECT_PULL_CAP_SECONDS if component == "clientapp" else OBJECT_PULL_CAP_SECONDS,),
+        "longer_claim_window": lambda: (CLAIM_WINDOW_SECONDS,),
+        "node_config_from_the_run": lambda: (get("FJS_PARTITION_FROM") == "run",),
+        "run_directory": lambda: (get("FJS_RUNS_DIR"),),
+        # a launcher started by a tuned node has its pipe; one started otherwise has nothing to wake it
+        "launcher_woken_by_node": lambda: (
+            (int(os.environ.pop(LAUNCHER_WAKE_FD)),) if os.environ.get(LAUNCHER_WAKE_FD) else None),
+    }
+    for change in changes_for(component):
+        arguments = settings.get(change.name, lambda: ())()
+        if arguments is not None:
+            globals()[change.name](*arguments)  # each change's function bears its name
+
+
 def tuning_enabled(component: str) -> bool:
+    """On, unless the operator turned it off; on another Flower the component refuses to start."""
     if get("FJS_FLOWER_TUNING") == "0":
         return False
     if flwr.__version__ != FLOWER_VERSION:
-        print(f"{component}: flwr {flwr.__version__} is not {FLOWER_VERSION}: running Flower unchanged",
-              file=sys.stderr, flush=True)
-        return False
+        sys.exit(f"{component}: error: the stack's changes to Flower (flower_tuning.py) are written for flwr "
+                 f"{FLOWER_VERSION}, this is flwr {flwr.__version__}: install flwr=={FLOWER_VERSION}, or set "
+                 "FJS_FLOWER_TUNING=0 to run this Flower unchanged (docs/operations.md, Upgrading Flower)")
     return True
 
 
 def main() -> None:
     component, sys.argv = sys.argv[1], [f"flower-{sys.argv[1]}", *sys.argv[2:]]
+    tuned = component in COMPONENTS and tuning_enabled(component)  # before any Flower module is imported
     if component == "superlink":
         from flwr.superlink.cli import flower_superlink as run
-
-        if tuning_enabled(component):
-            state_transactions_in_turn()
     elif component == "supernode":
         from flwr.supernode.cli import flower_supernode as run
-
-        if tuning_enabled(component):
-            shorter_idle_poll(float(get("FJS_NODE_POLL_INTERVAL")))
-            prompt_object_pulls(OBJECT_PULL_CAP_SECONDS)
-            fleet_calls_retried_and_failures_replied()
-            longer_claim_window(CLAIM_WINDOW_SECONDS)
-            reconnects_survive_a_superlink_restart()
-            clientapps_started_on_arrival()
-            if get("FJS_REPLICAS_DNS"):
-                num_partitions_counted_per_run(get("FJS_REPLICAS_DNS"), int(get("FJS_REPLICA_INDEX")))
-        wait_for_registration(get("FJS_REGISTERED_FILE"), float(get("FJS_CONNECT_TIMEOUT")))
-    elif component == "superexec":
-        from flwr.supercore.cli import flower_superexec as run
-
-        if tuning_enabled(component):
-            serverapps_through_this_module()
-    elif component == "clientapp-launcher":
+    elif component in ("superexec", "clientapp-launcher"):
         from flwr.supercore.cli import flower_superexec as run
 
         sys.argv[0] = "flower-superexec"
-        if tuning_enabled(component) and os.environ.get(LAUNCHER_WAKE_FD):
-            launcher_woken_by_node(int(os.environ.pop(LAUNCHER_WAKE_FD)))
     elif component == "clientapp":
         from flwr.supernode.cli import flwr_clientapp as run
 
         sys.argv[0] = "flwr-clientapp"
-        tune_clientapp()
     elif component == "serverapp":
         from flwr.superlink.cli import flwr_serverapp as run
 
         sys.argv[0] = "flwr-serverapp"
-        if tuning_enabled(component):
-            prompt_object_pulls(OBJECT_PULL_CAP_SECONDS)
-        run_directory(get("FJS_RUNS_DIR"))  # only ever started by the tuned SuperExec
     else:
-        sys.exit(f"flower_tuning: unknown component {component!r} (superlink, supernode, superexec, serverapp, clientapp, "
-                 "clientapp-launcher)")
+        sys.exit(f"flower_tuning: unknown component {component!r} ({', '.join(COMPONENTS)})")
+    if tuned:
+        apply_changes(component, sys.argv[1:])
+    elif component == "serverapp":
+        run_directory(get("FJS_RUNS_DIR"))  # the stack's ServerApp layout, as ever, even with the changes off
+    if component == "supernode":
+        wait_for_registration(get("FJS_REGISTERED_FILE"), float(get("FJS_CONNECT_TIMEOUT")))
     # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its
     # Runtime API server) would otherwise keep a node with no loop alive and healthy-looking, where
     # the container's restart policy never sees it.

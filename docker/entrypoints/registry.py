@@ -39,8 +39,9 @@ SETTINGS = {s.name: s for s in [
     Setting("FJS_NODE_VARIANT", "cuda", "SuperNode image: `cuda` (jax[cuda12]) or `cpu`", ("compose", "site", "fjs")),
     Setting("FJS_VERSION", "0.1.0", "tag of the stack's images", ("compose", "site")),
     Setting("FJS_BASE_IMAGE", "python:3.11-slim-bookworm", "base image (pin a digest here)", ("compose",)),
-    Setting("FJS_NODE_SLOTS", "16", "SuperNode auth key pairs made and registered; must be ≥ the nodes you scale "
-            "to (raising it later adds slots on the next `up`)", ("compose", "init")),
+    Setting("FJS_KEY_REVOKE_SECONDS", "300", "compose's registrar revokes (unregisters and deletes) the auth key of "
+            "a node slot that no running node has held for this long (a scale down); 0: never",
+            ("compose", "registrar")),
     Setting("FJS_CONTROL_PORT", "9093", "host port of the Control API (for `flwr`)", ("compose", "fjs")),
     Setting("FJS_BIND", "127.0.0.1", "host address the Control API is published on", ("compose",)),
     Setting("FJS_PUBLIC_HOSTS", "", "extra names/IPs for the SuperLink certificate (comma-separated), used when "
@@ -55,8 +56,9 @@ SETTINGS = {s.name: s for s in [
             "required)", ("site", "supernode")),
     Setting("FJS_SITE_DATA", "./data", "a site's data folder on the host (mounted read-only at /data)", ("site",)),
     # --- a SuperNode (compose passes the ones marked compose through under the same name) ---
-    Setting("PARTITION_ID", "", "force the partition id (default: the replica index)", ("compose", "supernode")),
-    Setting("NUM_PARTITIONS", "", "force the node config's `num-partitions` (default: counted per run)",
+    Setting("PARTITION_ID", "", "force the partition id (default: given per run by the SuperLink: 0..N-1 over the "
+            "run's N nodes)", ("compose", "supernode")),
+    Setting("NUM_PARTITIONS", "", "with PARTITION_ID or own data: the node config's `num-partitions`",
             ("compose", "site", "supernode")),
     Setting("DATASET", "", "this node's own dataset, a local Parquet path (node config `dataset`)",
             ("site", "supernode")),
@@ -90,12 +92,14 @@ SETTINGS = {s.name: s for s in [
     Setting("FJS_NODE_SLOT", "", "this node's key slot, when no orchestrator numbers it (`fjs local`)",
             ("supernode",), _INTERNAL),
     Setting("POD_INDEX", "", "the StatefulSet pod ordinal (downward API)", ("supernode",), _INTERNAL),
-    Setting("FJS_REPLICAS_DNS", "", "name whose replicas are counted for `num-partitions` at each run's start",
+    Setting("FJS_SLOTS_DIR", "", "compose: folder (a volume the host's nodes share) of slot leases; a node holds the "
+            "lowest free one (identity.py)", ("supernode",), _INTERNAL),
+    Setting("FJS_MAKE_NODE_KEY", "0", "`1` (compose): a slot's first node makes its key pair in FJS_NODE_KEYS",
             ("supernode",), _INTERNAL),
-    Setting("FJS_REPLICA_INDEX", "", "this node's replica index, handed from the entrypoint to flower_tuning.py",
-            ("supernode",), _INTERNAL),
-    Setting("FJS_REGISTERED_FILE", "", "file the register service writes when done; nodes connect after it",
-            ("supernode",), _INTERNAL),
+    Setting("FJS_PARTITION_FROM", "node", "set by the SuperNode entrypoint: `run` when the SuperLink gives the "
+            "partition per run", ("supernode",), _INTERNAL),
+    Setting("FJS_REGISTERED_FILE", "", "set by the SuperNode entrypoint: the registrar's mark that this node's key "
+            "is registered; the node connects after it", ("supernode",), _INTERNAL),
     Setting("FJS_CA_CERT", "/certs/ca.crt", "CA certificate the SuperLink is verified with", ("supernode", "superexec"),
             _INTERNAL),
     Setting("FJS_NODE_KEYS", "/node-keys", "folder of node-<slot>.key auth keys (node auth is on when it exists)",

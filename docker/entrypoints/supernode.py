@@ -1,7 +1,7 @@
-"""Container entrypoint of a SuperNode: find its partition id, check TLS, then run flower-supernode.
+"""Container entrypoint of a SuperNode: find who it is, check TLS, then run flower-supernode.
 
 Its settings are environment variables, all optional and all in registry.py (name, default,
-meaning): who this node is (replica.py), its node config (partition, dataset, cache folder, GPU
+meaning): who this node is (identity.py: key slot, auth key, where its partition comes from), its node config (partition, dataset, cache folder, GPU
 expectation: the App reads these, never the environment), where the SuperLink is, its keys, TLS
 and GPU placement. Arguments after the image name are passed on to flower-supernode (never --insecure).
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 from certs.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
 from registry import export_default, get
-from replica import ReplicaError, identity
+from identity import Identity, IdentityError, identity
 from warm_clientapp import install_shim
 
 REFUSAL_MARKERS = ["[code: 2004]", "[code: 2001]"]
 REFUSED_KEY = (
     "the SuperLink refused to activate this node (code 2004/2001) for {seconds:.0f} s: either its public key "
-    "{public} is not registered (compose registers slots 0..FJS_NODE_SLOTS-1 on `up`; Kubernetes: the "
+    "{public} is not registered (compose: the registrar service registers each node's key; Kubernetes: the "
     "register-nodes Job; elsewhere: python -m certs register), or the same key is still marked online after a "
     "crash (released about a minute after its last heartbeat)"
 )
@@ -33,19 +33,21 @@ REFUSED_KEY = (
 _PAIR = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
 
 
-def node_config(partition: int, env) -> str:
+def node_config(node: Identity, env) -> str:
     """Flower's convention (`partition-id`, `num-partitions`) and what the App needs from the deployment
-    (`cache-dir`, `shared-cache-dir`, `expect-gpu`), so the App itself reads no environment. Without NUM_PARTITIONS the
-    count is added per run by flower_tuning.py (see counted_replicas)."""
-    pairs = {"partition-id": str(partition)}
+    (`cache-dir`, `shared-cache-dir`, `expect-gpu`), so the App itself reads no environment. A node whose
+    partition follows the run gets `partition-id` and `num-partitions` per run (flower_tuning.py)."""
+    pairs = {}
+    if node.partition is not None:
+        pairs["partition-id"] = str(node.partition)
     if get("NUM_PARTITIONS", env):
         pairs["num-partitions"] = str(int(get("NUM_PARTITIONS", env)))
     if get("FJS_PARTITION_BY", env) == "replica":  # a site splitting its own dataset among its own nodes
         pairs["own-data"] = "true"
     if get("DATASET", env):
         pairs["dataset"] = f'"{get("DATASET", env)}"'
-    # One cache folder per node inside the shared volume: JAX's cache files are not written atomically.
-    pairs["cache-dir"] = f'"{Path(get("FJS_CACHE_DIR", env)) / f"node-{partition}"}"'
+    # One cache folder per node slot inside the shared volume: JAX's cache files are not written atomically.
+    pairs["cache-dir"] = f'"{Path(get("FJS_CACHE_DIR", env)) / f"node-{node.slot}"}"'
     # Compiled programs are written atomically: the nodes sharing the volume compile each one once.
     pairs["shared-cache-dir"] = f'"{get("FJS_CACHE_DIR", env)}"'
     if get("FJS_EXPECT_GPU", env) == "1":
@@ -54,27 +56,22 @@ def node_config(partition: int, env) -> str:
     return " ".join(f"{key}={value}" for key, value in pairs.items())
 
 
-def counted_replicas(node, env) -> str | None:
-    """The DNS name whose replicas flower_tuning.py counts for `num-partitions` at each run's start:
-    only where partition ids are replica indices (compose `--scale`, a StatefulSet, a site splitting
-    its own data) and nobody set NUM_PARTITIONS or PARTITION_ID by hand."""
-    by_replica = get("FJS_PARTITION_BY", env) == "replica" or get("FJS_SLOT_OFFSET", env) == "0"
-    if get("NUM_PARTITIONS", env) or get("PARTITION_ID", env) or node.replica is None or not by_replica:
-        return None
-    return get("FJS_REPLICAS_DNS", env) or None
+def partition_from_run(node: Identity, env) -> bool:
+    """Whether this node takes its partition from each run (the SuperLink's members), not from its settings."""
+    return node.partition is None
 
 
-def gpu_settings(partition: int, env) -> dict[str, str]:
+def gpu_settings(slot: int, env) -> dict[str, str]:
     """GPU placement and JAX memory for nodes that share GPUs.
 
-    FJS_GPUS=n spreads nodes over n GPUs by partition id (CUDA_VISIBLE_DEVICES). FJS_NODES_PER_GPU=k
+    FJS_GPUS=n spreads nodes over n GPUs by key slot (CUDA_VISIBLE_DEVICES; slots are 0..N-1 for N nodes). FJS_NODES_PER_GPU=k
     gives each node a fixed 0.9/k share of its GPU's memory; otherwise (compose.gpu.yaml) JAX
     allocates on demand, since its default (75% per process) lets only one node per GPU start.
     """
     settings = {}
     gpus = int(get("FJS_GPUS", env))
     if gpus > 0:
-        settings["CUDA_VISIBLE_DEVICES"] = str(partition % gpus)
+        settings["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     per_gpu = int(get("FJS_NODES_PER_GPU", env))
     if per_gpu > 0:
         settings["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
@@ -83,16 +80,25 @@ def gpu_settings(partition: int, env) -> dict[str, str]:
 
 
 def auth_args(slot: int, env) -> list[str]:
-    """This node's own key (slot = its replica's slot), when the deployment mounts a node-keys folder."""
+    """This node's own key (node-<slot>.key), when the deployment mounts a node-keys folder. With
+    FJS_MAKE_NODE_KEY=1 (compose) a slot's first node makes the key pair in that folder (a volume, never
+    an image or the host's source tree); the registrar service registers it and writes
+    node-<slot>.registered, which the node waits for before it connects."""
     folder = Path(get("FJS_NODE_KEYS", env))
     if not folder.is_dir():
         return []
     key = folder / f"node-{slot}.key"
+    if not key.is_file() and get("FJS_MAKE_NODE_KEY", env) == "1":
+        from certs import node_keys
+
+        node_keys.generate(folder.parent, slot, 1, if_absent=True)  # folder is <dir>/node-keys (compose.yaml)
     if not key.is_file():
         raise PreflightError(
-            f"no auth key for node slot {slot} ({key} missing): there are fewer node slots than nodes; "
-            "raise FJS_NODE_SLOTS (compose) or make and register more slots (python -m certs node-keys, register)"
+            f"no auth key for node slot {slot} ({key} missing): make and register one (python -m certs node-keys "
+            f"--start {slot} --count 1, then python -m certs register), or run the node where keys are made for it"
         )
+    if get("FJS_MAKE_NODE_KEY", env) == "1":
+        os.environ["FJS_REGISTERED_FILE"] = str(folder / f"node-{slot}.registered")
     return ["--auth-supernode-private-key", str(key)]
 
 
@@ -125,26 +131,21 @@ def main() -> None:
         if "--insecure" in sys.argv[1:]:
             raise PreflightError("--insecure is not allowed: every link of this stack uses TLS")
         node = identity()
-        partition = node.partition
-        config = node_config(partition, env)
-        replicas = counted_replicas(node, env)
-        placement = gpu_settings(partition, env)
+        config = node_config(node, env)
+        placement = gpu_settings(node.slot, env)
         auth = auth_args(node.slot, env)
         wait_for_tls(superlink, ca_cert, float(get("FJS_CONNECT_TIMEOUT")))
         runtime_tls = runtime_tls_args(env)
-    except (ReplicaError, PreflightError, ValueError) as err:
+    except (IdentityError, PreflightError, ValueError) as err:
         sys.exit(f"supernode: error: {err}")
     os.environ.update(placement)
-    os.environ.pop("FJS_REPLICAS_DNS", None)
-    if replicas:
-        os.environ.update(FJS_REPLICAS_DNS=replicas, FJS_REPLICA_INDEX=str(node.replica))
-        config_note = f" + num-partitions (replicas of {replicas!r}, counted at each run's start)"
-    else:
-        config_note = ""
+    per_run = partition_from_run(node, env)
+    os.environ["FJS_PARTITION_FROM"] = "run" if per_run else "node"
+    partition = "given per run by the SuperLink" if per_run else f"partition-id={node.partition}"
     notes = f"; GPU settings {placement}" if placement else ""
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"
-    print(f"supernode: partition-id={partition} (from {node.source}); key slot {node.slot}; node config: "
-          f"{config}{config_note}{notes}", flush=True)
+    print(f"supernode: key slot {node.slot} (from {node.source}); {partition}; node config: {config}{notes}",
+          flush=True)
     # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", get("FJS_CLIENTAPP_POLL_INTERVAL"))  # Flower's name
     export_default("XLA_FLAGS")  # one XLA thread per node (registry.py says why)

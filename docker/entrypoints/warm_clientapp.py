@@ -144,6 +144,8 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if not isinstance(exit_.code, (int, type(None))):  # a refusal's one line: print it, as the interpreter does
+            print(exit_.code, file=sys.stderr)
     except BaseException:  # report and leave with an error status, as the real command would
         traceback.print_exc()
     finally:
@@ -153,10 +155,11 @@ def _run_clientapp(request: dict, fds: list[int]) -> None:
 
 
 def _flwr_clientapp() -> None:
-    from flower_tuning import tune_clientapp
+    from flower_tuning import tune_clientapp, tuning_enabled
     from flwr.supernode.cli import flwr_clientapp  # already imported, unless the preload is empty
 
-    tune_clientapp()
+    if tuning_enabled("clientapp"):
+        tune_clientapp()
     flwr_clientapp()
 
 

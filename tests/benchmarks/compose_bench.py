@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from apps.fjs.compose_stack import ComposeStack  # noqa: E402
 from apps.fjs.connection import write_connection  # noqa: E402
 from apps.fjs.flwr_cli import FlwrCli, FlwrError  # noqa: E402
-from apps.fjs.local_federation import free_ports  # noqa: E402
+from tests.support.ports import free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import host_cpu, report, seed_app  # noqa: E402
 from tests.benchmarks.sampling import Sampler  # noqa: E402
 from tests.support.results import run_metrics  # noqa: E402
+from tests.support.docker import activations, inspect  # noqa: E402
 
 UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 
@@ -93,7 +94,7 @@ def bring_up(stack: ComposeStack, nodes: int, home: Path) -> tuple[dict, FlwrCli
         try:
             if len(cli.online_nodes()) >= nodes:
                 seen = time.monotonic() - started
-                first = [min(stack.activations(c)) for c in stack.service_containers("supernode")]
+                first = [min(activations(c)) for c in stack.service_containers("supernode")]
                 # Every process started with `up`, so its CPU time so far is what bring-up cost it.
                 cpu = {name: round(value, 1) for name, value in host_cpu.snapshot(stack.project).items()}
                 return {"activated_s": max(first) - wall_started, "seen_by_cli_s": seen,
@@ -120,13 +121,13 @@ def bring_up_phases(stack: ComposeStack, wall_started: float) -> dict[str, float
     names = {c["Names"]: c for c in stack.containers(all_states=True)}
 
     def state(service: str) -> list[dict]:
-        return [stack.inspect(name)["State"] for name in sorted(names) if f"-{service}-" in name]
+        return [inspect(name)["State"] for name in sorted(names) if f"-{service}-" in name]
 
     def seconds(stamp: str) -> float:
         return datetime.fromisoformat(stamp.rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp() - wall_started
 
     nodes = state("supernode")
-    activated = [min(stack.activations(name)) - wall_started for name in sorted(names) if "-supernode-" in name]
+    activated = [min(activations(name)) - wall_started for name in sorted(names) if "-supernode-" in name]
     return {
         "init started": seconds(state("init")[0]["StartedAt"]),
         "init done (CA, certificates, node keys)": seconds(state("init")[0]["FinishedAt"]),
@@ -174,7 +175,7 @@ def main() -> None:
         stack = ComposeStack(project="fjs-bench", files=("compose.yaml", "compose.offline.yaml"), env={
             "FJS_NODE_VARIANT": "cpu", "FJS_CERTS_DIR": str(scratch / "certs"), "FJS_OUTPUTS_DIR": str(scratch / "outputs"),
             "FJS_DATASET_FILE": str(dataset), "FJS_CONTROL_PORT": str(free_ports(1)[0]),
-            "FJS_NODE_SLOTS": str(max(16, args.nodes)), **settings,
+            **settings,
         })
         stack.down()
         try:

@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from apps.fjs.flwr_cli import FlwrCli  # noqa: E402
-from apps.fjs.local_federation import LocalFederation, free_ports  # noqa: E402
+from apps.fjs.local_federation import LocalFederation  # noqa: E402
+from tests.support.ports import free_ports  # noqa: E402
 from apps.fjs.offline_mnist import build as build_offline  # noqa: E402
 from tests.benchmarks import report, seed_app  # noqa: E402
 from tests.support.results import run_metrics  # noqa: E402

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from apps.fjs.flwr_cli import FlwrCli
-from apps.fjs.local_federation import free_ports
+from tests.support.ports import free_ports
 from tests.cluster.kubectl import Cluster
 from tests.support.results import REPO, assert_round_counts
+from tests.support.runs import wait_for_log
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"
@@ -71,7 +72,7 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     cli.wait_for_nodes(3, timeout=600, exactly=True)
     timings["apply to 3 nodes connected"] = time.monotonic() - started
 
-    # 3 replicas: 3 results per round, partitions 0..2 from the pod ordinals.
+    # 3 replicas: 3 results per round, partitions 0..2 given by the SuperLink over the run's members.
     first = _run(cli, rounds=2, nodes=3)
     metrics = _metrics(cluster, tmp_path, first)
     assert metrics["num_partitions"] == 3
@@ -89,15 +90,16 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert_round_counts(metrics, rounds=2, results=5)
     assert all(_partition_ids(r) == [0, 1, 2, 3, 4] for r in metrics["rounds"])
     timings["round, 5 nodes"] = metrics["rounds"][-1]["wall_s"]
-    # Flower's convention too: each pod's node config for that run said num-partitions=5 (counted in DNS).
-    for pod in ("supernode-0", "supernode-4"):
-        assert f"run {second}: num-partitions=5 " in cluster.kubectl("logs", pod), pod
+    # Flower's convention too: each pod's node config for that run said partition-id k, num-partitions=5.
+    given = sorted(int(m) for pod in (f"supernode-{k}" for k in range(5))
+                   for m in re.findall(rf"run {second}: partition-id=(\d+) num-partitions=5 ", cluster.kubectl("logs", pod)))
+    assert given == [0, 1, 2, 3, 4], given
 
     # A SuperNode pod deleted during round 1: that round counts it and completes; the pod comes back
-    # with the same partition id and key.
+    # with the same key (so the same node id, and in a run the same partition).
     uid = cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}")
     run_id = cli.start_run(f"num-server-rounds=2 min-nodes=4 {EVERY_NODE}")
-    cli.wait_for_log(run_id, "configure_train: Sampled 5 nodes", timeout=600)
+    wait_for_log(cli, run_id, "configure_train: Sampled 5 nodes", timeout=600)
     cluster.kubectl("delete", "pod", "supernode-4", "--wait=false")
     assert cli.wait(run_id, timeout=1200)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
     metrics = _metrics(cluster, tmp_path, run_id)
@@ -111,7 +113,8 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}") != uid, "a new pod"
     cluster.wait_for_activation(["supernode-4"])
     log = cluster.kubectl("logs", "supernode-4")
-    assert re.search(r"supernode: partition-id=4 .*key slot 4; .*auth key /node-keys/node-4\.key", log), log[-2000:]
+    assert re.search(r"supernode: key slot 4 \(from pod name supernode-4\); given per run by the SuperLink; "
+                     r".*auth key /node-keys/node-4\.key", log), log[-2000:]
     cli.wait_for_nodes(5, timeout=600, exactly=True)
 
     # The SuperLink pod deleted between runs: runs and registered nodes survive on its claim.
@@ -124,6 +127,16 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert {first, second, run_id} <= runs_after and runs_after == runs_before, "every run kept, none added"
     last = _run(cli, rounds=1, nodes=5)
     assert_round_counts(_metrics(cluster, tmp_path, last), rounds=1, results=5)
+
+    # Scaled down to 2, and a run started as soon as the removed pods are gone: partitions 0..1 of 2, no
+    # failure (the leaving nodes told the SuperLink, or it never heard them again).
+    cluster.kubectl("scale", "statefulset", "supernode", "--replicas=2")
+    cluster.kubectl("wait", "--for=delete", "pod/supernode-2", "pod/supernode-3", "pod/supernode-4", "--timeout=300s")
+    down = _run(cli, rounds=1, nodes=2)
+    metrics = _metrics(cluster, tmp_path, down)
+    assert metrics["num_partitions"] == 2
+    assert_round_counts(metrics, rounds=1, results=2)
+    assert _partition_ids(metrics["rounds"][0]) == [0, 1]
 
     report = REPO / "reports"
     report.mkdir(exist_ok=True)

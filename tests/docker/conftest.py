@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from apps.fjs.compose_stack import ComposeStack
-from apps.fjs.local_federation import free_ports
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.docker
 

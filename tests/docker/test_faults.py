@@ -14,6 +14,8 @@ import pytest
 from certs import node_keys, tls
 from tests.support.compose import connect
 from tests.support.results import assert_round_counts, run_metrics
+from tests.support.runs import wait_for_log
+from tests.support.docker import activations, inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"
@@ -39,18 +41,20 @@ def _error_line(output: str) -> str:
 
 
 def test_bad_nodes_are_refused_with_a_clear_line_and_registered_nodes_join(stack_factory, fault_report, tmp_path):
-    stack = stack_factory("fjs-auth", FJS_NODE_SLOTS="2")
+    stack = stack_factory("fjs-auth")
     stack.up(2)
-    cli = connect(stack, tmp_path / "home", nodes=2)  # the two registered nodes joined
-    certs = Path(stack.env["FJS_CERTS_DIR"])
+    cli = connect(stack, tmp_path / "home", nodes=2)  # the two nodes made their keys, were registered, joined
 
-    # A key the operator never registered (slot 2 exists on disk, but only slots 0-1 were registered).
-    [key] = node_keys.generate(certs, 2, 1)
-    for path in (key, key.with_suffix(".pub")):
+    # A key the operator never registered, given to a node by hand (not made in the nodes' key volume).
+    [key] = node_keys.generate(tmp_path / "rogue", 2, 1)
+    for path in (tmp_path / "rogue", key.parent, key, key.with_suffix(".pub")):
         os.chown(path, 10001, 10001)
-    code, out, seconds = _one_off_node(stack, env={"PARTITION_ID": "2", "FJS_AUTH_RETRY_SECONDS": "5"})
+    code, out, seconds = _one_off_node(
+        stack, mounts=(f"{key.parent}:/rogue-keys:ro",),
+        env={"FJS_NODE_SLOT": "2", "FJS_NODE_KEYS": "/rogue-keys", "FJS_MAKE_NODE_KEY": "0", "FJS_AUTH_RETRY_SECONDS": "5"},
+    )
     assert code != 0 and "refused to activate this node (code 2004/2001)" in out
-    assert "/node-keys/node-2.pub is not registered" in out
+    assert "/rogue-keys/node-2.pub is not registered" in out
     fault_report.append({"fault": "SuperNode with an unregistered key", "outcome": f"refused; after retrying "
                          f"(FJS_AUTH_RETRY_SECONDS) it exits with `{_error_line(out)[:110]}…`", "recovery": "register the key"})
 
@@ -80,7 +84,7 @@ def test_a_supernode_killed_in_round_one_costs_one_failure_and_comes_back(stack_
     stack.up(3)
     cli = connect(stack, tmp_path / "home", nodes=3)
     run_id = cli.start_run(f"num-server-rounds=3 min-nodes=3 {EVERY_NODE}")
-    cli.wait_for_log(run_id, "configure_train: Sampled 3 nodes", timeout=900)
+    wait_for_log(cli, run_id, "configure_train: Sampled 3 nodes", timeout=900)
 
     victim = stack.service_containers("supernode")[-1]
     subprocess.run(["docker", "exec", victim, "python3", "-c",
@@ -101,18 +105,18 @@ def test_a_supernode_killed_in_round_one_costs_one_failure_and_comes_back(stack_
     assert_round_counts(later, rounds=2, results=3)
     for record in metrics["rounds"][1:]:
         assert sorted(n["partition-id"] for n in record["train"]["nodes"]) == [0, 1, 2], "same partition after restart"
-    assert stack.inspect(victim)["RestartCount"] >= 1, "restarted by its restart policy"
-    partition = re.findall(r"supernode: partition-id=(\d+)", subprocess.run(
+    assert inspect(victim)["RestartCount"] >= 1, "restarted by its restart policy"
+    slots = re.findall(r"supernode: key slot (\d+) ", subprocess.run(
         ["docker", "logs", victim], capture_output=True, text=True).stdout)
-    assert len(set(partition)) == 1 and len(partition) >= 2
-    activations = stack.activations(victim)  # its own log: each time the SuperLink activated it
-    assert len(activations) >= 2, "the restarted node was activated again"
-    back = activations[-1] - killed_at
+    assert len(set(slots)) == 1 and len(slots) >= 2, "restarted with the same slot lease, so the same key"
+    activated = activations(victim)  # its own log: each time the SuperLink activated it
+    assert len(activated) >= 2, "the restarted node was activated again"
+    back = activated[-1] - killed_at
     offline = f"seen offline {dropped:.0f} s after the kill" if dropped is not None else "never seen offline by polling"
     fault_report.append({
         "fault": "SuperNode killed (SIGKILL) during round 1 of 3",
         "outcome": f"round 1 finished with {first['train']['results']} results and 1 failure after {first['wall_s']:.0f} s; "
-                   "the container restarted (restart: on-failure) with the same partition id; rounds 2-3 had all 3 nodes",
+                   "the container restarted (restart: on-failure) with the same key slot, node id and partition; rounds 2-3 had all 3 nodes",
         "recovery": f"{offline}; activated again (same key, same partition) {back:.0f} s after the kill",
     })
 
@@ -123,7 +127,7 @@ def test_a_superlink_restart_keeps_runs_and_nodes_reconnect(stack_factory, fault
     cli = connect(stack, tmp_path / "home", nodes=2)
     first = cli.start_run(f"num-server-rounds=1 min-nodes=2 {EVERY_NODE}")
     assert cli.wait(first, timeout=600)["status"] == "finished:completed"
-    nodes_before = {name: stack.inspect(name)["State"]["StartedAt"] for name in stack.service_containers("supernode")}
+    nodes_before = {name: inspect(name)["State"]["StartedAt"] for name in stack.service_containers("supernode")}
 
     stack.compose("restart", "superlink")
     restarted = time.monotonic()
@@ -140,7 +144,7 @@ def test_a_superlink_restart_keeps_runs_and_nodes_reconnect(stack_factory, fault
 
     runs = {int(run["run-id"]): run["status"] for run in cli.runs()}
     assert runs[first] == "finished:completed", "the first run survived the restart (SQLite state on a volume)"
-    assert {name: stack.inspect(name)["State"]["StartedAt"] for name in nodes_before} == nodes_before, (
+    assert {name: inspect(name)["State"]["StartedAt"] for name in nodes_before} == nodes_before, (
         "the SuperNodes were not restarted: they reconnected by themselves"
     )
     assert_round_counts(run_metrics(Path(stack.env["FJS_OUTPUTS_DIR"]), second), rounds=1, results=2)

@@ -16,6 +16,8 @@ import pytest
 
 from tests.support.compose import connect
 from tests.support.results import assert_round_counts, run_metrics
+from tests.support.runs import wait_for_log
+from tests.support.docker import inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROUND_TIMEOUT = 1200  # far above any stage here: reaching it would mean a lost message
@@ -70,7 +72,7 @@ def test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls(sta
     chooser = random.Random()
     killed = []
     for server_round in (1, 3):  # a random node dies while that round's training runs
-        cli.wait_for_log(run_id, f"[ROUND {server_round}/5]", timeout=900)
+        wait_for_log(cli, run_id, f"[ROUND {server_round}/5]", timeout=900)
         victim = chooser.choice(stack.service_containers("supernode"))
         subprocess.run(["docker", "exec", victim, "python3", "-c",
                         "import os; os.kill(int(open('/tmp/flower-component.pid').read()), 9)"], check=True)
@@ -90,7 +92,7 @@ def test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls(sta
     assert lost >= 1, "a node killed mid-training is counted as a failure"
     reasons = {e["reason"].split(" — ")[0] for r in metrics["rounds"] for s in ("train", "evaluate") for e in r[s]["errors"]}
     for name in stack.service_containers("supernode"):
-        assert stack.inspect(name)["State"]["Running"], f"{name} came back"
+        assert inspect(name)["State"]["Running"], f"{name} came back"
     walls = ", ".join(f"{r['wall_s']:.0f}" for r in metrics["rounds"])
     fault_report.append({
         "fault": f"4 SuperNodes, 5 rounds; a random node (replicas {', '.join(killed)}) SIGKILLed in rounds 1 and 3",

@@ -14,9 +14,11 @@ import pytest
 from apps.fjs.compose_stack import ComposeStack
 from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
-from apps.fjs.local_federation import free_ports
+from tests.support.ports import free_ports
 from apps.fjs.site_bundle import BundleError, make_bundle
 from tests.support.results import assert_round_counts, run_metrics
+from tests.support.runs import wait_for_log
+from tests.support.docker import inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0 min-nodes=3"
@@ -57,10 +59,10 @@ def test_two_sites_join_through_the_published_address_and_survive_a_network_cut(
     try:
         sites = [_site(site_a, "fjs-site-a", 2, offline_mnist), _site(site_b, "fjs-site-b", 1, offline_mnist)]
         # The sites share no network with the server: only the host's published port connects them.
-        server_networks = {n for c in server.containers(False) for n in server.inspect(c["Names"])["NetworkSettings"]["Networks"]}
+        server_networks = {n for c in server.containers(False) for n in inspect(c["Names"])["NetworkSettings"]["Networks"]}
         for site in sites:
             for container in site.service_containers("supernode"):
-                assert not set(site.inspect(container)["NetworkSettings"]["Networks"]) & server_networks
+                assert not set(inspect(container)["NetworkSettings"]["Networks"]) & server_networks
 
         write_connection(control, certs / "ca.crt", flwr_home=tmp_path / "home")
         cli = FlwrCli(flwr_home=tmp_path / "home")
@@ -73,14 +75,14 @@ def test_two_sites_join_through_the_published_address_and_survive_a_network_cut(
 
         # Cut site B off during round 1 of a 3-round run, restore it after the round closed.
         [node_b] = sites[1].service_containers("supernode")
-        network_b = next(iter(sites[1].inspect(node_b)["NetworkSettings"]["Networks"]))
+        network_b = next(iter(inspect(node_b)["NetworkSettings"]["Networks"]))
         run_id = cli.start_run(f"num-server-rounds=3 {EVERY_NODE}")
-        cli.wait_for_log(run_id, "configure_train: Sampled 3 nodes", timeout=600)
+        wait_for_log(cli, run_id, "configure_train: Sampled 3 nodes", timeout=600)
         subprocess.run(["docker", "network", "disconnect", network_b, node_b], check=True)
         cut = time.monotonic()
         # Training of round 1 closes once the SuperLink sees site B's node offline; evaluation then waits
         # for min-nodes, i.e. for site B to come back.
-        cli.wait_for_log(run_id, "aggregate_train: Received 2 results and 1 failures", timeout=300)  # counted
+        wait_for_log(cli, run_id, "aggregate_train: Received 2 results and 1 failures", timeout=300)  # counted
         round_one = time.monotonic() - cut
         subprocess.run(["docker", "network", "connect", network_b, node_b], check=True)
         restored = time.monotonic()

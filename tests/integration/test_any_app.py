@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from apps.fjs.flwr_cli import FlwrCli, FlwrError
-from apps.fjs.local_federation import LocalFederation, free_ports
+from apps.fjs.local_federation import LocalFederation
+from tests.support.ports import free_ports
 from tests.support.results import REPO
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from apps.fjs.flwr_cli import FlwrCli
-from apps.fjs.local_federation import LocalFederation, free_ports
+from apps.fjs.local_federation import LocalFederation
+from tests.support.ports import free_ports
 from certs import tls
 from tests.support.results import assert_round_counts, run_metrics
+from tests.support.runs import stop_node
 
 from ..unit.test_model import SEED_SHAPES
 
@@ -116,7 +118,7 @@ def test_an_unregistered_node_key_is_refused_and_joins_once_registered(federatio
     try:
         cli.wait_for_nodes(4, timeout=300)
     finally:
-        running.stop_node(5)  # the federation goes back to its three nodes for the next test
+        stop_node(running, 5)  # the federation goes back to its three nodes for the next test
     cli.wait_for_nodes(3, timeout=300, exactly=True)  # its graceful stop took it offline
 
 

@@ -66,10 +66,16 @@ def test_superlink_keeps_state_on_a_claim_and_serves_tls():
 
 
 @pytest.mark.parametrize("statefulset", [find(BASE, "StatefulSet", "supernode"), find(GPU, "StatefulSet", "supernode")])
-def test_supernodes_take_their_partition_from_the_pod_ordinal(statefulset):
+def test_supernodes_take_their_key_slot_from_the_pod_ordinal_and_their_partition_from_the_run(statefulset):
     env = {e["name"]: e for e in pod_spec(statefulset)["containers"][0]["env"]}
     assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
     assert "PARTITION_ID" not in env and "NUM_PARTITIONS" not in env, "scaling needs no other edit"
+
+
+@pytest.mark.parametrize("workload", [w for w in workloads(BASE + GPU) if w["kind"] != "Job"],
+                         ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_long_running_pod_has_an_init_that_reaps_orphans(workload):
+    assert pod_spec(workload)["shareProcessNamespace"] is True
 
 
 def test_the_offline_patch_mounts_the_datasets_claim_read_only_where_the_supernode_reads_it():

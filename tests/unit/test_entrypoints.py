@@ -1,103 +1,87 @@
 """The container entrypoints' own logic (the Docker and process tests run them for real)."""
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from apps.fjs.local_federation import free_ports
+from tests.support.ports import free_ports
 from tests.support.results import REPO
 
 sys.path.insert(0, str(REPO / "docker" / "entrypoints"))
 import preflight  # noqa: E402
-import replica  # noqa: E402
+import identity  # noqa: E402
 import superlink  # noqa: E402
 import supernode  # noqa: E402
 
 
-@pytest.mark.parametrize(
-    "name, index",
-    [
-        ("flower-jax-stack-supernode-3.flower-jax-stack_default.", 3),
-        ("fjs-e2e-supernode-12.fjs-e2e_default", 12),
-        ("supernode-0", 0),
-    ],
-)
-def test_replica_index_from_names(name, index):
-    assert replica.index_from_name(name) == index
-
-
-def test_slot_and_partition_from_the_orchestrator():
-    # Kubernetes / compose replica k: slot k, partition k.
-    assert replica.identity({"POD_INDEX": "1"}) == replica.Identity(1, 1, "POD_INDEX", 1)
-    # An explicit partition wins for the data; the key slot still follows the replica.
-    assert replica.identity({"PARTITION_ID": "4", "POD_INDEX": "1"}) == replica.Identity(1, 4, "POD_INDEX", 1)
-    # A site given slots 5.. shares the global partition numbering ...
-    assert replica.identity({"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5"}) == replica.Identity(6, 6, "POD_INDEX", 1)
-    # ... or splits its own data by replica.
+def test_slot_and_partition_from_the_orchestrator(monkeypatch):
+    # Kubernetes pod k: slot k; the partition is given per run by the SuperLink.
+    assert identity.identity({"POD_INDEX": "1"}) == identity.Identity(1, "POD_INDEX", None)
+    monkeypatch.setattr(identity.socket, "gethostname", lambda: "supernode-7")  # Kubernetes < 1.28: no label
+    assert identity.identity({"POD_INDEX": ""}).slot == 7
+    # An explicit partition wins for the data; the key slot still follows the pod.
+    assert identity.identity({"PARTITION_ID": "4", "POD_INDEX": "1"}) == identity.Identity(1, "POD_INDEX", 4)
+    # A site given slots 5.. takes its partition from the run, or splits its own data by its slot in the site.
+    assert identity.identity({"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5"}) == identity.Identity(6, "POD_INDEX", None)
     site = {"POD_INDEX": "1", "FJS_SLOT_OFFSET": "5", "FJS_PARTITION_BY": "replica"}
-    assert replica.identity(site) == replica.Identity(6, 1, "POD_INDEX", 1)
-    # Processes: told everything explicitly.
-    assert replica.identity({"PARTITION_ID": "2", "FJS_NODE_SLOT": "2"}) == replica.Identity(2, 2, "FJS_NODE_SLOT")
-    with pytest.raises(replica.ReplicaError, match="FJS_SLOT_OFFSET='x' is not an integer"):
-        replica.identity({"POD_INDEX": "0", "FJS_SLOT_OFFSET": "x"})
+    assert identity.identity(site) == identity.Identity(6, "POD_INDEX", 1)
+    # Processes: told explicitly.
+    assert identity.identity({"FJS_NODE_SLOT": "2"}) == identity.Identity(2, "FJS_NODE_SLOT", None)
+    with pytest.raises(identity.IdentityError, match="FJS_SLOT_OFFSET='x' is not an integer"):
+        identity.identity({"POD_INDEX": "0", "FJS_SLOT_OFFSET": "x"})
+    with pytest.raises(identity.IdentityError, match="cannot tell which node this is"):
+        identity.identity({})
+
+
+def test_compose_nodes_hold_the_lowest_free_slot_whatever_the_order_they_come_and_go(tmp_path):
+    """Leases are real flock()s on one folder, as on a shared volume: a slot frees when its holder's file
+    descriptors close (the container stops), and the next node takes the lowest free one."""
+    env = {"FJS_SLOTS_DIR": str(tmp_path)}
+    held = [identity.identity(env) for _ in range(5)]
+    assert [node.slot for node in held] == [0, 1, 2, 3, 4]
+    for node in (held[1], held[3]):  # a scale down removes whichever containers compose picks
+        os.close(node.lease_fd)
+    assert [identity.identity(env).slot for _ in range(3)] == [1, 3, 5]
+    assert [identity.identity(env).slot for _ in range(200)] == list(range(6, 206))  # no cap
 
 
 def test_node_config_carries_partition_dataset_and_overrides():
     env = {"NUM_PARTITIONS": "10", "DATASET": "/data/mnist.parquet", "NODE_CONFIG": "cache-dir='/c' lr=0.1"}
     # NODE_CONFIG's cache-dir replaces the stack's own (Flower refuses a key given twice).
-    assert supernode.node_config(2, env) == ("partition-id=2 num-partitions=10 dataset=\"/data/mnist.parquet\" cache-dir='/c' "
-                                             'shared-cache-dir="/home/flwr/cache" lr=0.1')
+    node = identity.Identity(2, "PARTITION_ID", 2)
+    assert supernode.node_config(node, env) == ("partition-id=2 num-partitions=10 dataset=\"/data/mnist.parquet\" "
+                                                "cache-dir='/c' shared-cache-dir=\"/home/flwr/cache\" lr=0.1")
+    # A node whose partition follows the run carries none of its own.
+    assert supernode.node_config(identity.Identity(3, "slot lease 3", None), {}) == (
+        'cache-dir="/home/flwr/cache/node-3" shared-cache-dir="/home/flwr/cache"')
 
 
 def test_own_data_sites_say_so_in_the_node_config():
     site = {"FJS_PARTITION_BY": "replica", "NUM_PARTITIONS": "3", "DATASET": "/data/site.parquet"}
-    assert supernode.node_config(1, site) == ('partition-id=1 num-partitions=3 own-data=true dataset="/data/site.parquet" '
-                                              'cache-dir="/home/flwr/cache/node-1" shared-cache-dir="/home/flwr/cache"')
+    node = identity.Identity(6, "POD_INDEX", 1)
+    assert supernode.node_config(node, site) == ('partition-id=1 num-partitions=3 own-data=true '
+                                                 'dataset="/data/site.parquet" cache-dir="/home/flwr/cache/node-6" '
+                                                 'shared-cache-dir="/home/flwr/cache"')
 
 
 def test_the_deployment_reaches_the_app_as_node_config_that_flower_parses():
     from flwr.common.config import parse_config_args
 
-    config = supernode.node_config(3, {"FJS_CACHE_DIR": "/tmp/fjs cache", "FJS_EXPECT_GPU": "1"})
+    node = identity.Identity(3, "PARTITION_ID", 3)
+    config = supernode.node_config(node, {"FJS_CACHE_DIR": "/tmp/fjs cache", "FJS_EXPECT_GPU": "1"})
     assert parse_config_args([config]) == {"partition-id": 3, "cache-dir": "/tmp/fjs cache/node-3",
                                            "shared-cache-dir": "/tmp/fjs cache", "expect-gpu": True}
-    assert "expect-gpu" not in supernode.node_config(3, {"FJS_EXPECT_GPU": "0"})
+    assert "expect-gpu" not in supernode.node_config(node, {"FJS_EXPECT_GPU": "0"})
 
 
 def test_the_superlink_checks_the_certificate_folder_flower_is_given():
     assert superlink.certs_folder(["--ssl-certfile=/certs/server.pem", "--isolation=process"]) == Path("/certs")
     assert superlink.certs_folder(["--ssl-certfile", "/run/x/server.pem"]) == Path("/run/x")
     assert superlink.certs_folder([]) == Path("/certs")
-
-
-@pytest.mark.parametrize(
-    ("env", "counted"),
-    [
-        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode"}, "supernode"),  # StatefulSet / compose --scale
-        ({"POD_INDEX": "2"}, None),  # no name to count
-        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "NUM_PARTITIONS": "8"}, None),  # set by hand
-        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "PARTITION_ID": "7"}, None),  # set by hand
-        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "FJS_SLOT_OFFSET": "4"}, None),  # a site's global ids
-        ({"POD_INDEX": "2", "FJS_REPLICAS_DNS": "supernode", "FJS_SLOT_OFFSET": "4", "FJS_PARTITION_BY": "replica"},
-         "supernode"),  # a site splitting its own data
-        ({"PARTITION_ID": "2", "FJS_NODE_SLOT": "2", "FJS_REPLICAS_DNS": "supernode"}, None),  # processes
-    ],
-)
-def test_num_partitions_is_counted_only_where_ids_are_replica_indices(env, counted):
-    assert supernode.counted_replicas(replica.identity(env), env) == counted
-
-
-def test_replica_count_is_the_highest_index_seen_plus_one(monkeypatch):
-    # Replicas 0, 1 and 4 resolve (2 and 3 are restarting): five partitions, as before they went down.
-    names = {"10.0.0.2": "supernode-0.supernode.ns.svc", "10.0.0.3": "supernode-1.supernode.ns.svc",
-             "10.0.0.6": "supernode-4.supernode.ns.svc", "10.0.0.9": "abc123"}
-    monkeypatch.setattr(replica.socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", (ip, 0)) for ip in names])
-    monkeypatch.setattr(replica.socket, "gethostbyaddr", lambda ip: (names[ip], [], [ip]))
-    monkeypatch.setattr(replica, "_uses_docker_dns", lambda: False)
-    assert replica.replica_count("supernode", own_index=1) == 5
-    assert replica.replica_count("supernode", own_index=6) == 7  # this node itself always counts
 
 
 def test_gpu_settings_spread_nodes_and_split_memory():
@@ -122,3 +106,28 @@ def test_preflight_gives_up_on_an_unreachable_superlink_with_what_it_tried(tmp_p
         preflight.wait_for_tls(f"127.0.0.1:{port}", tmp_path / "ca.crt", timeout=3, interval=1)
     assert time.monotonic() - started < 10
     assert f"SuperLink not reachable at 127.0.0.1:{port}: tried " in str(err.value)
+
+
+def test_node_identities_scale_to_200_slots_without_a_knob(tmp_path):
+    """The identity side at 200 nodes (this host cannot run 200 real SuperNodes): 200 node processes
+    on one slot folder hold slots 0..199, each makes its own key pair, and they stay distinct."""
+    script = (
+        "import os, sys, time; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from identity import identity\n"
+        "from certs import node_keys\n"
+        "from pathlib import Path\n"
+        "node = identity({'FJS_SLOTS_DIR': sys.argv[3]})\n"
+        "node_keys.generate(Path(sys.argv[4]), node.slot, 1, if_absent=True)\n"
+        "print(node.slot, flush=True); time.sleep(30)\n"
+    )
+    slots, keys = tmp_path / "slots", tmp_path
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(REPO / "docker" / "entrypoints"), str(REPO),
+                                   str(slots), str(keys)], stdout=subprocess.PIPE, text=True) for _ in range(200)]
+    try:
+        taken = sorted(int(process.stdout.readline()) for process in processes)
+    finally:
+        for process in processes:
+            process.kill()
+    assert taken == list(range(200))
+    publics = sorted((keys / "node-keys").glob("node-*.pub"))
+    assert len(publics) == 200 and len({path.read_text().split()[1] for path in publics}) == 200

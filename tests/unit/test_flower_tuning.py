@@ -4,6 +4,7 @@ and the SuperNode's retry of transient Fleet errors."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -240,3 +241,111 @@ def test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone(tunin
     started = time.monotonic()
     sleep.sleep(0.5)
     assert time.monotonic() - started >= 0.45, "then a plain sleep, not a busy loop"
+
+
+# Flower's real SQL LinkState and Fleet handlers on one database file, in two processes: the first
+# SuperLink hears three nodes come online; the second (recreated: same database, new process) hears
+# only two of them, whose containers still run, and then a run starts.
+MEMBERS = r"""
+import json, sys, time, logging
+sys.path.insert(0, sys.argv[1])
+mode, db, phase = sys.argv[2], sys.argv[3], sys.argv[4]
+if mode == "tuned":
+    import flower_tuning
+    flower_tuning.run_members_decided_by_the_superlink(db)
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.server.superlink.fleet.message_handler import message_handler as fleet
+from flwr.proto.fleet_pb2 import PullMessagesRequest
+from flwr.proto.run_pb2 import GetRunRequest
+from flwr.proto.node_pb2 import Node
+from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, NOOP_FLWR_AID
+from flwr.supercore.constant import NOOP_FEDERATION_ID
+stores = ObjectStoreFactory(db)
+state = LinkStateFactory(db, NoOpFederationManager(), stores).state()
+if phase == "before":  # the first SuperLink process: three nodes register and come online
+    ids = [state.create_node(NOOP_FLWR_AID, "acct", f"key-{i}".encode(), 30) for i in range(3)]
+    for node_id in ids:
+        state.activate_node(node_id, 30)
+    print(json.dumps(ids))
+    sys.exit(0)
+ids = json.loads(sys.argv[5])
+# The SuperLink was recreated: a new process on the same database; two of the three nodes still run.
+for node_id in ids[:2]:
+    fleet.pull_messages(PullMessagesRequest(node=Node(node_id=node_id)), state, stores.store())
+run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, NOOP_FLWR_AID, "serverapp")
+online = sorted(state.get_nodes(run_id))
+out = {"online": online}
+from flwr.supercore.task_identity import TaskIdentity
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1  # as in a ServerApp process
+message = Message(RecordDict(), dst_node_id=ids[0], message_type="train")
+message.metadata.__dict__["_message_id"] = message.object_id
+out["stored"] = state.store_message_ins(message) is not None
+# The third node comes back mid-run (it polls): is it offered to the run that had started without it?
+fleet.pull_messages(PullMessagesRequest(node=Node(node_id=ids[2])), state, stores.store())
+out["after_join"] = sorted(state.get_nodes(run_id))
+out["ids"] = ids
+print(json.dumps(out))
+"""
+
+
+def _members(mode: str, tmp_path) -> dict:
+    database = str(tmp_path / mode / "state.db")
+    (tmp_path / mode).mkdir()
+    runs = []
+    for phase in ("before", "after"):
+        argv = [sys.executable, "-c", MEMBERS, str(ENTRYPOINTS), mode, database, phase, *runs[-1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(done.stdout.splitlines()[-1])
+    return json.loads(runs[-1])
+
+
+def test_plain_flower_counts_nodes_that_left_while_no_superlink_heard_them_and_adds_mid_run_joiners(tmp_path):
+    result = _members("plain", tmp_path)
+    assert result["stored"] and len(result["online"]) == 3, "the node that left still counts as online"
+    assert len(result["after_join"]) == 3
+
+
+def test_the_superlink_counts_only_nodes_it_heard_and_fixes_a_runs_members_at_its_first_message(tmp_path):
+    result = _members("tuned", tmp_path)
+    live = sorted(result["ids"][:2])
+    assert result["stored"] and result["online"] == live, "only the two nodes this SuperLink heard"
+    assert result["after_join"] == live, "a node back mid-run waits for the next run"
+    written = json.loads((tmp_path / "tuned" / "run-members").glob("run-*.json").__next__().read_text())
+    assert written["members"] == live, "fixed on disk: a SuperLink restart keeps the run's partitions"
+
+
+@pytest.fixture(scope="module")
+def flower_1_40(tmp_path_factory):
+    """Flower 1.40.0's real package (its wheel from PyPI, unpacked), to put ahead of the pinned 1.39.0."""
+    import zipfile
+
+    folder = tmp_path_factory.mktemp("flwr-1.40")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "flwr==1.40.0", "-d", str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]
+    [wheel] = folder.glob("flwr-1.40.0-*.whl")
+    zipfile.ZipFile(wheel).extractall(folder / "site")
+    return folder / "site"
+
+
+@pytest.mark.parametrize("component", ["superlink", "supernode", "superexec", "serverapp", "clientapp"])
+def test_a_component_refuses_another_flower_with_one_line(component, flower_1_40):
+    env = {**os.environ, "PYTHONPATH": f"{flower_1_40}{os.pathsep}{ENTRYPOINTS}"}
+    done = subprocess.run([sys.executable, str(ENTRYPOINTS / "flower_tuning.py"), component, "--help"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == (
+        f"{component}: error: the stack's changes to Flower (flower_tuning.py) are written for flwr 1.39.0, this is "
+        "flwr 1.40.0: install flwr==1.39.0, or set FJS_FLOWER_TUNING=0 to run this Flower unchanged "
+        "(docs/operations.md, Upgrading Flower)")
+    # Turned off on purpose, the same component starts that Flower unchanged.
+    off = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = ['x', '{component}']; sys.path[:0] = "
+                          f"[{str(flower_1_40)!r}, {str(ENTRYPOINTS)!r}]; import flower_tuning, flwr; "
+                          "print(flwr.__version__, flower_tuning.tuning_enabled(sys.argv[1]))"],
+                         capture_output=True, text=True, env={**env, "FJS_FLOWER_TUNING": "0"}, timeout=120)
+    assert off.stdout.split() == ["1.40.0", "False"], off.stderr[-1000:]

@@ -75,12 +75,13 @@ def test_node_config():
         NodeSettings.parse({"partition-id": -1})
 
 
-def test_the_run_chooses_the_split_unless_the_node_brings_its_own_data():
+def test_the_node_config_decides_the_split_unless_the_run_config_or_own_data_says_otherwise():
     node = NodeSettings.parse({"partition-id": 1, "num-partitions": 10})
-    assert node.partitions(4) == 4  # the ServerApp's count for this run wins over the stack's replica count
-    assert node.partitions(0) == 10  # a run that does not say: Flower's convention
+    assert node.partitions(0, 4) == 10  # the SuperLink's members (node config) win over the ServerApp's count
+    assert node.partitions(6, 4) == 6  # an explicit run config num-partitions wins
+    assert NodeSettings.parse({"partition-id": 1}).partitions(0, 4) == 4  # plain Flower: the ServerApp's count
     site = NodeSettings.parse({"partition-id": 1, "num-partitions": 3, "own-data": "true", "dataset": "/d.parquet"})
-    assert site.own_data and site.partitions(12) == 3
+    assert site.own_data and site.partitions(12, 12) == 3
 
 
 def test_partition_out_of_range_names_the_fix():

@@ -1,0 +1,352 @@
+"""docker/entrypoints/flower_changes.py: every change the stack makes to Flower is declared, fits its targets
+in the installed flwr 1.39.0, and a Flower whose target has another shape is refused with one line.
+Also the changes that had no test of their own, against Flower's own code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import grpc
+import pytest
+
+from tests.support.results import REPO
+
+ENTRYPOINTS = REPO / "docker" / "entrypoints"
+sys.path.insert(0, str(ENTRYPOINTS))
+import flower_changes  # noqa: E402 (imports nothing from Flower)
+
+FIT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import flower_changes
+print(json.dumps({change.name: [[target.path, *flower_changes.examine(target)] for target in change.targets]
+                  for change in flower_changes.CHANGES}))
+"""
+
+
+@pytest.fixture(scope="module")
+def fits() -> dict:
+    """Each change's targets examined in a fresh interpreter (no other test's changes applied)."""
+    done = subprocess.run([sys.executable, "-c", FIT, str(ENTRYPOINTS)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", [change.name for change in flower_changes.CHANGES])
+def test_every_target_of_every_change_fits_the_installed_flower(name, fits):
+    import flwr
+
+    assert flwr.__version__ == flower_changes.FLOWER_VERSION
+    misfits = [(path, status, what) for path, status, what in fits[name] if status != "fits"]
+    assert misfits == [], misfits
+
+
+def test_every_change_is_declared_whole_and_has_its_function_and_tests():
+    import flower_tuning
+
+    names = [change.name for change in flower_changes.CHANGES]
+    assert len(names) == len(set(names)), "one declaration per change"
+    defined = {match for path in (REPO / "tests").rglob("test_*.py")
+               for match in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)}
+    for change in flower_changes.CHANGES:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", change.name), change.name
+        assert callable(getattr(flower_tuning, change.name, None)), f"flower_tuning.py has no {change.name}()"
+        assert change.components and set(change.components) <= set(flower_tuning.COMPONENTS), change.name
+        assert change.targets and change.defect and change.flower == "1.39.0", change.name
+        assert all(":" in target.path or target.kind == "module" for target in change.targets), change.name
+        assert change.tests and set(change.tests) <= defined, (change.name, set(change.tests) - defined)
+    assert {component for change in flower_changes.CHANGES for component in change.components} == set(
+        flower_tuning.COMPONENTS), "every component runs through the registry"
+
+
+def test_the_upgrade_notes_list_every_change():
+    notes = (REPO / "docs" / "operations.md").read_text().split("## Upgrading Flower", 1)[1].split("\n## ", 1)[0]
+    missing = [change.name for change in flower_changes.CHANGES if f"| `{change.name}` |" not in notes]
+    assert missing == [], "add them to docs/operations.md, Upgrading Flower"
+
+
+# One real target per component, replaced the way a Flower release that changed it would look.
+MISFITS = {
+    "superlink": (
+        "from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState\n"
+        "def get_nodes(self, run_id, include_offline=False):\n    return set()\n"
+        "SqlLinkState.get_nodes = get_nodes\n",
+        "run_members_decided_by_the_superlink",
+        "flwr.server.superlink.linkstate.sql_linkstate:SqlLinkState.get_nodes",
+        "parameters (self, run_id, include_offline), not (self, run_id)",
+    ),
+    "supernode": (
+        "from flwr.supernode import start_client_internal as node\n"
+        "def _pull_and_store_message(state, object_store, node_config, receive, get_run, get_fab, fetch_object,\n"
+        "                            confirm_message_received, trusted_entities):\n    return None\n"
+        "node._pull_and_store_message = _pull_and_store_message\n",
+        "fleet_calls_retried_and_failures_replied",
+        "flwr.supernode.start_client_internal:_pull_and_store_message",
+        "no parameter pull_object",
+    ),
+    "superexec": (
+        "from flwr.supercore.superexec.executor import subprocess_executor\n"
+        "subprocess_executor.TASK_TYPE_TO_COMMAND = {}\n",
+        "serverapps_through_this_module",
+        "flwr.supercore.superexec.executor.subprocess_executor:TASK_TYPE_TO_COMMAND",
+        "no command for TaskType.SERVER_APP",
+    ),
+    "serverapp": (
+        "import flwr.superlink.runtime.run_serverapp\n"
+        "module = sys.modules['flwr.superlink.runtime.run_serverapp']\n"
+        "def run_(grid, run_context, server_app_dir, server_app_attr=None, loaded_server_app=None):\n    pass\n"
+        "module.run_ = run_\n",
+        "run_directory",
+        "flwr.superlink.runtime.run_serverapp:run_",
+        "no parameter context",
+    ),
+    "clientapp": (
+        "from flwr.supercore.inflatable import inflatable_utils\n"
+        "def pull_objects(object_ids, pull_object_fn, *, max_concurrent_pulls=1, max_time=None, backoff=1.0):\n"
+        "    return {}\n"
+        "inflatable_utils.pull_objects = pull_objects\n",
+        "prompt_object_pulls",
+        "flwr.supercore.inflatable.inflatable_utils:pull_objects",
+        "no keyword-only parameter with a default: initial_backoff, backoff_cap, max_tries_per_object",
+    ),
+    "clientapp-launcher": (
+        "import types\n"
+        "from flwr.supercore.superexec import run_superexec\n"
+        "run_superexec.time = types.SimpleNamespace(sleep=lambda seconds: None)\n",
+        "launcher_woken_by_node",
+        "flwr.supercore.superexec.run_superexec:time",
+        "not a module: SimpleNamespace",
+    ),
+}
+
+
+def refusal(component: str, change: str, target: str, what: str) -> str:
+    return (f"{component}: error: Flower change '{change}' does not fit its target {target} ({what}): this stack is "
+            "written for flwr 1.39.0 (docs/operations.md, Upgrading Flower); FJS_FLOWER_TUNING=0 runs Flower unchanged")
+
+
+def run_changed_flower(tmp_path, change: str, then: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script that imports a real Flower module and replaces one real target (`change`), then does `then`;
+    a file, so that its source can be read as a component reads Flower's."""
+    script = tmp_path / "changed_flower.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {str(ENTRYPOINTS)!r})\n{change}\n" + textwrap.dedent(then))
+    environment = {key: value for key, value in os.environ.items() if key != "FJS_FLOWER_TUNING"}
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**environment, "FJS_RUN_DIR": str(tmp_path / "run"), **(env or {})}, cwd=tmp_path)
+
+
+MAIN = """
+sys.argv = ["flower_tuning.py", {component!r}, "--help"]
+import flower_tuning
+flower_tuning.main()
+"""
+
+
+@pytest.mark.parametrize("component", list(MISFITS))
+def test_a_component_refuses_a_flower_whose_target_changed_shape_with_one_line(component, tmp_path):
+    _, change, target, what = MISFITS[component]
+    done = run_changed_flower(tmp_path, MISFITS[component][0], MAIN.format(component=component))
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
+    assert done.stderr.strip() == refusal(component, change, target, what)
+
+
+@pytest.mark.parametrize("component", list(MISFITS))
+def test_with_the_changes_turned_off_nothing_is_checked_and_flower_runs_unchanged(component, tmp_path):
+    done = run_changed_flower(tmp_path, MISFITS[component][0], MAIN.format(component=component),
+                              {"FJS_FLOWER_TUNING": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: f" in done.stdout and "does not fit" not in done.stderr
+
+
+def test_no_change_acts_before_every_target_of_the_component_is_checked(tmp_path):
+    # The misfit is in the SuperNode's last change; the six before it would each have changed Flower.
+    run_without_override_config = (
+        "import dataclasses\nimport flwr.supercore.run\n"
+        "@dataclasses.dataclass\nclass Run:\n    run_id: int\n    fab_hash: str\n"
+        "flwr.supercore.run.Run = Run\n")
+    done = run_changed_flower(tmp_path, run_without_override_config, """
+        import types
+        import flower_tuning
+        from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
+        from flwr.supercore.heartbeat import HeartbeatSender
+        from flwr.supercore.inflatable import inflatable_utils
+        from flwr.supernode import start_client_internal as node
+        from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+        before = [node._pull_and_store_message, node._push_messages, node.make_simple_grpc_retry_invoker,
+                  node.subprocess, InMemoryCoreState.claim_task, HeartbeatSender.__init__,
+                  InMemoryNodeState.store_message, dict(inflatable_utils.pull_objects.__kwdefaults__)]
+        try:
+            flower_tuning.apply_changes("supernode")
+        except SystemExit as refused:
+            print(refused.code, file=sys.stderr)
+        after = [node._pull_and_store_message, node._push_messages, node.make_simple_grpc_retry_invoker,
+                 node.subprocess, InMemoryCoreState.claim_task, HeartbeatSender.__init__,
+                 InMemoryNodeState.store_message, dict(inflatable_utils.pull_objects.__kwdefaults__)]
+        assert isinstance(node.time, types.ModuleType) and after == before, "a change acted before the check"
+        print("unchanged")
+    """)
+    assert done.stdout.strip() == "unchanged", done.stderr[-2000:]
+    assert done.stderr.strip() == refusal("supernode", "node_config_from_the_run", "flwr.supercore.run:Run",
+                                          "no field override_config")
+
+
+def test_a_warm_clientapp_refuses_with_the_same_line(tmp_path):
+    """The zygote's forked ClientApp (warm_clientapp.py) checks the same changes and says so."""
+    done = run_changed_flower(tmp_path, MISFITS["clientapp"][0], """
+        import warm_clientapp
+        request = {"cwd": os.getcwd(), "env": dict(os.environ), "argv": ["flwr-clientapp", "--help"]}
+        warm_clientapp._run_clientapp(request, [os.dup(0), os.dup(1), os.dup(2)])
+    """)
+    _, change, target, what = MISFITS["clientapp"]
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
+    assert done.stderr.strip() == refusal("clientapp", change, target, what)
+
+
+def test_a_flower_that_changed_a_literal_the_change_recognises_is_refused(tmp_path):
+    """clientapps_started_on_arrival knows Flower's launcher by its command's name: a loop without it is refused."""
+    launcher_renamed = (
+        "import subprocess\nfrom flwr.supernode import start_client_internal as node\n"
+        "def start_client_internal(**kwargs):\n    subprocess.Popen(['flwr', 'superexec'])\n"
+        "node.start_client_internal = start_client_internal\n")
+    done = run_changed_flower(tmp_path, launcher_renamed, MAIN.format(component="supernode"))
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr[-2000:]
+    # shorter_node_waits comes first and finds the loop's idle sleep gone; past it, the launcher's name.
+    assert done.stderr.strip() == refusal("supernode", "shorter_node_waits",
+                                          "flwr.supernode.start_client_internal:start_client_internal",
+                                          "0 time.sleep calls, not 1")
+    [change] = [change for change in flower_changes.CHANGES if change.name == "clientapps_started_on_arrival"]
+    [target] = [target for target in change.targets if target.literals]
+    examined = run_changed_flower(tmp_path, launcher_renamed, f"""
+        import json, flower_changes
+        [change] = [change for change in flower_changes.CHANGES if change.name == {change.name!r}]
+        print(json.dumps(flower_changes.examine(change.targets[{change.targets.index(target)}])))
+    """)
+    assert json.loads(examined.stdout.splitlines()[-1]) == ["differs", "no 'flower-superexec' in its code"]
+
+
+# --- the changes that had no test of their own, on Flower's own code ---
+@pytest.fixture
+def tuning(monkeypatch):
+    monkeypatch.syspath_prepend(str(ENTRYPOINTS))
+    import flower_tuning
+
+    monkeypatch.setattr(flower_tuning, "RETRY_SECONDS", 3.0)
+    return flower_tuning
+
+
+def _reply_in(state, store):
+    """A ClientApp's reply, stored the way the node's Runtime API stores one."""
+    import numpy as np
+
+    from flwr.app import ArrayRecord, Message, Metadata, RecordDict
+    from flwr.supernode import start_client_internal as node
+
+    metadata = Metadata(run_id=1, message_id="a" * 64, src_node_id=0, dst_node_id=1, reply_to_message_id="",
+                        group_id="1", created_at=0.0, ttl=3600.0, message_type="train")
+    instruction = Message(metadata=metadata, content=RecordDict())
+    reply = Message(RecordDict({"weights": ArrayRecord([np.ones(3)])}), reply_to=instruction)
+    node._insert_message(reply, state, store)
+
+
+def _node_state():
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supernode.nodestate import NodeStateFactory
+
+    stores = ObjectStoreFactory()
+    return NodeStateFactory(stores).state(), stores.store()
+
+
+def _send_everything(message, object_tree, clientapp_runtime):
+    from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
+
+    return {tree.object_id for tree in iterate_object_tree(object_tree)}, "session"
+
+
+class _Internal(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.INTERNAL
+
+
+def test_a_reply_push_that_fails_once_is_retried(tuning, monkeypatch):
+    from flwr.supernode import start_client_internal as node
+
+    for name in ("_pull_and_store_message", "_push_messages"):
+        monkeypatch.setattr(node, name, getattr(node, name))  # undone after the test
+    pushed = {"plain": [], "tuned": []}
+
+    def failing_once(into: list):
+        failures = [_Internal()]
+
+        def push_object(run_id, session_id, object_id, content):
+            if failures:
+                raise failures.pop()
+            into.append(object_id)
+
+        return push_object
+
+    for mode in ("plain", "tuned"):
+        if mode == "tuned":
+            tuning.fleet_calls_retried_and_failures_replied()
+        state, store = _node_state()
+        _reply_in(state, store)
+        node._push_messages(state=state, object_store=store, send=_send_everything,
+                            push_object=failing_once(pushed[mode]))
+    assert pushed["plain"] == [], "plain Flower drops the reply on its first failed push"
+    assert len(pushed["tuned"]) > 1, "the failed push was retried and every object of the reply went"
+
+
+def test_the_node_looks_for_a_clientapps_reply_every_tenth_of_a_second(tuning, monkeypatch):
+    import time
+
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(node, "time", node.time)
+    tuning.shorter_node_waits(2.0)
+    state, store = _node_state()
+    slept = []
+
+    def sleep(seconds: float) -> None:  # time's own sleep, as the stand-in calls it
+        slept.append(seconds)
+        if len(slept) == 1:
+            _reply_in(state, store)  # the ClientApp replies during the node's first wait
+
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "sleep", sleep)
+        node._push_messages(state=state, object_store=store, send=_send_everything, push_object=lambda *args: None)
+        node.time.sleep(0.5)  # from anywhere else: as long as asked
+    assert slept == [0.1, 0.5]
+    # The loop's own sleep, its idle wait, lasts the node's poll interval.
+    assert node.time._seconds_by_caller[node.start_client_internal.__code__] == 2.0
+
+
+def test_serverapps_start_through_this_module(tuning, monkeypatch, tmp_path):
+    from flwr.supercore.superexec.executor import subprocess_executor
+
+    monkeypatch.setattr(subprocess_executor, "subprocess", subprocess_executor.subprocess)  # undone after
+    tuning.serverapps_through_this_module()
+    launched = subprocess_executor.subprocess.Popen(["flwr-serverapp", "--help"], stdout=subprocess.PIPE, text=True,
+                                                    env={**os.environ, "FJS_RUNS_DIR": str(tmp_path)})
+    assert launched.wait(timeout=120) == 0
+    assert "usage: flwr-serverapp" in launched.stdout.read()
+    assert launched.args[2] == "serverapp"
+
+
+def test_every_image_that_runs_flower_tuning_has_its_declarations():
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
+    copies = [copy.split() for copy in re.findall(r"^COPY (docker/entrypoints/.*) /opt/fjs/$", dockerfile, re.MULTILINE)]
+    tuned = [files for files in copies if "docker/entrypoints/flower_tuning.py" in files]
+    assert len(tuned) == 3, "superlink, superexec and supernode images"
+    assert all("docker/entrypoints/flower_changes.py" in files for files in tuned), tuned
+
+
+def test_clientapp_process_pools_spawn():
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import multiprocessing, flower_tuning; "
+              "flower_tuning.tune_clientapp(); print(multiprocessing.get_start_method())")
+    done = subprocess.run([sys.executable, "-c", script, str(ENTRYPOINTS)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "spawn", done.stderr[-2000:]
