@@ -13,7 +13,6 @@ unregistered at the SuperLink and the key pair deleted; a later node taking that
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -21,21 +20,11 @@ from pathlib import Path
 from . import files
 from .node_keys import public_keys
 from .register import ControlClient
+from .slots import try_lock
 
 
 def slot_of(public: Path) -> int:
     return int(public.stem.split("-", 1)[1])
-
-
-def take_if_free(slots: Path, slot: int) -> int | None:
-    """The slot's lease, locked by us (an open fd), or None when a node holds it."""
-    fd = os.open(slots / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 class Registrar:
@@ -64,7 +53,7 @@ class Registrar:
                 self._revoke_if_left(slot, now)
 
     def _revoke_if_left(self, slot: int, now: float) -> None:
-        fd = take_if_free(self.slots, slot)
+        fd = try_lock(self.slots, slot)
         if fd is None:
             self.free_since.pop(slot, None)
             return

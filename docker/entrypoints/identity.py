@@ -24,13 +24,13 @@ data among its nodes (FJS_PARTITION_BY=replica: partition = the node's slot with
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from certs.slots import try_lock
 from registry import get
 
 
@@ -79,16 +79,10 @@ def take_lowest_free_slot(folder: Path) -> tuple[int, int]:
     as this process or any it execs or spawns (Flower's SuperNode) keeps it open."""
     folder.mkdir(parents=True, exist_ok=True)
     slot = 0
-    while True:
-        fd = os.open(folder / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            slot += 1
-            continue
-        os.set_inheritable(fd, True)
-        return slot, fd
+    while (fd := try_lock(folder, slot)) is None:
+        slot += 1
+    os.set_inheritable(fd, True)
+    return slot, fd
 
 
 def ordinal_from_hostname() -> int:
