@@ -1,4 +1,4 @@
-"""python -m certs {init,show,verify,node-keys,k8s-init}: errors are one line on stderr, never a traceback.
+"""python -m certs {init,issue,show,verify,node-keys,k8s-init}: errors are one line on stderr, never a traceback.
 
 Exit codes: 0 done, 1 `verify` found problems, 2 usage error or refusal.
 """
@@ -71,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--chown", metavar="UID:GID", type=_owner, help="hand the files to this owner (root one-shot containers)")
     init.set_defaults(handler=_init)
 
+    issue = commands.add_parser("issue", help="one more server certificate signed by the CA (NAME.pem, NAME.key)")
+    issue.add_argument("name", help="file name and common name, e.g. metrics")
+    issue.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where ca.crt and ca.key are, and the files go")
+    issue.add_argument("--san", action="append", required=True, help="host name or IP (repeat, or comma-separate)")
+    issue.add_argument("--days", type=_at_least(1), default=825)
+    issue.add_argument("--client", action="store_true", help="a client certificate (TLS client authentication)")
+    mode = issue.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="replace an existing NAME.pem")
+    mode.add_argument("--if-absent", action="store_true", help="keep an existing NAME.pem and exit 0")
+    issue.add_argument("--chown", metavar="UID:GID", type=_owner, help="hand the files to this owner")
+    issue.set_defaults(handler=_issue)
+
     show = commands.add_parser("show", help="print what the certificates and node keys say")
     show.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     show.set_defaults(handler=_show)
@@ -132,6 +144,18 @@ def _init(args) -> int:
     print(f"certs: wrote ca.crt, ca.key, server.pem, server.key to {args.out} (keys 0600)")
     print(f"certs: SANs {', '.join(tls.san_names(server))}")
     print(f"certs: server.pem valid until {server.not_valid_after_utc:%Y-%m-%d}, ca.crt until {ca.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def _issue(args) -> int:
+    cert = args.dir / f"{args.name}.pem"
+    if args.if_absent and cert.exists():
+        print(f"certs: kept {cert}")
+        return 0
+    made = tls.issue(args.dir, args.name, args.san, args.days, force=args.force, client=args.client)
+    if args.chown:
+        files.chown(list(made.values()), args.chown)
+    print(f"certs: wrote {made['cert']} and {made['key']} (SANs {', '.join(tls.san_names(tls.load_cert(made['cert'])))})")
     return 0
 
 

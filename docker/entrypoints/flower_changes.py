@@ -172,6 +172,23 @@ CHANGES: tuple[Change, ...] = (
                "test_the_superlink_counts_only_nodes_it_heard_and_fixes_a_runs_members_at_its_first_message",
                "test_runs_train_on_partitions_0_to_n_after_any_scale_sequence"),
     ),
+    Change(
+        name="superlink_message_metrics",
+        components=("superlink",),
+        targets=(
+            Target(f"{FLEET_HANDLERS}:pull_messages", parameters=("request",)),
+            Target(f"{FLEET_HANDLERS}:push_messages", parameters=("request",)),
+            Target("flwr.server.superlink.fleet.grpc_rere.fleet_servicer:FleetServicer", kind="class",
+                   uses=("message_handler", "pull_messages", "push_messages")),
+            Target("flwr.proto.fleet_pb2:PullMessagesResponse", kind="class"),
+        ),
+        defect="Flower exposes no metrics: an operator cannot see how many instructions went out, how many replies "
+               "came back or why some failed. Here, with FJS_METRICS_PORT set, the Fleet API's pull_messages and "
+               "push_messages are counted by message type and error cause (metrics_superlink.py); nothing else "
+               "changes.",
+        tests=("test_superlink_message_metrics_count_instructions_replies_and_errors",
+               "test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node"),
+    ),
     # SuperNode
     Change(
         name="shorter_node_waits",
@@ -282,6 +299,20 @@ CHANGES: tuple[Change, ...] = (
         tests=("test_runs_train_on_partitions_0_to_n_after_any_scale_sequence",
                "test_a_flower_style_app_runs_on_replicas_told_only_their_index"),
     ),
+    Change(
+        name="supernode_metrics",
+        components=("supernode",),
+        targets=(
+            Target("flwr.supernode.nodestate.in_memory_nodestate:InMemoryNodeState.store_message",
+                   parameters=("self", "message"), exact=True, uses=("msg_store",)),
+            Target("flwr.app:Message.has_error"),
+        ),
+        defect="Flower exposes no metrics: a SuperNode's ClientApp calls, their outcome and duration are seen "
+               "nowhere. Here, with FJS_METRICS_PORT set, each message the node stores is counted: an instruction "
+               "starts a call, its reply ends it (metrics_supernode.py); nothing else changes.",
+        tests=("test_supernode_metrics_count_calls_and_their_outcome",
+               "test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node"),
+    ),
     # SuperExec and the ServerApp it starts
     Change(
         name="serverapps_through_this_module",
@@ -318,6 +349,23 @@ CHANGES: tuple[Change, ...] = (
         defect="A ClientApp that forks after JAX is up (a `datasets` `num_proc` pool) deadlocks in the child. "
                "Here new process pools spawn their workers (multiprocessing and `multiprocess`).",
         tests=("test_clientapp_process_pools_spawn",),
+    ),
+    # ServerApp and ClientApp
+    Change(
+        name="missing_modules_named",
+        components=("serverapp", "clientapp"),
+        targets=(
+            *(Target(f"{module}:load_app", parameters=("module_attribute_str", "error_type", "project_dir"),
+                     exact=True) for module in ("flwr.clientapp.utils", "flwr.server.run_serverapp")),
+            Target("flwr.clientapp.utils:get_load_client_app_fn", uses=("load_app",)),
+            Target("flwr.server.run_serverapp:run", uses=("load_app",)),
+        ),
+        defect="An App that imports a package its image lacks fails with a traceback ending in `No module named "
+               "'x'` (ClientApp: in the reply's reason; ServerApp: in `flwr log`), which says nothing of the fix. "
+               "Here loading it fails with one line naming the module, the image and the command that builds "
+               "images with the App's dependencies (`fjs app-image`).",
+        tests=("test_a_missing_module_is_one_line_naming_it_and_the_command",
+               "test_an_app_with_its_own_dependency_fails_with_one_line_then_runs_on_its_images"),
     ),
     # ClientApp launcher (the node's `flower-superexec`)
     Change(

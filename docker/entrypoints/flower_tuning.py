@@ -26,6 +26,8 @@ SuperLink
     has heard from it (Flower trusts heartbeat windows recorded by an earlier process: nodes that left
     while the SuperLink was being recreated stayed "online" for a minute and failed the next run), and
     each run's members and partitions are fixed when its first instruction is stored (run_members.py).
+  * superlink_message_metrics (with FJS_METRICS_PORT only): the Fleet API's instructions out and replies in
+    are counted for Prometheus (metrics_superlink.py); nodes and runs are read from the state at scrape time.
 SuperNode
   * shorter_node_waits: a node without work asks again after FJS_NODE_POLL_INTERVAL s (Flower: 3 s),
     and takes a finished ClientApp's reply within 0.1 s (Flower looks every 0.5 s).
@@ -54,6 +56,8 @@ SuperNode
     config, which Flower fixes when the node starts. Here a node whose partition follows the run
     (FJS_PARTITION_FROM=run: compose, Kubernetes, `fjs local`) takes them from the Run record of each
     run's first message, where the SuperLink put them (see the SuperLink's run members, run_members.py).
+  * supernode_metrics (with FJS_METRICS_PORT only): each message the node stores is counted for Prometheus
+    (metrics_supernode.py): instructions start ClientApp calls, replies end them.
 ClientApp
   * pools_start_fresh: JAX is multithreaded, and a ClientApp that forks after JAX is up (a
     `datasets` `num_proc` pool, multiprocessing) deadlocks in the child (JAX warns: "os.fork() is
@@ -75,6 +79,11 @@ SuperExec
     directory, a host folder or volume), so whatever
     an App writes there (Flower's examples save `final_model.npz` to their working directory) reaches
     the operator. Flower starts it in the SuperExec's own directory, read-only in our containers.
+ServerApp and ClientApp
+  * missing_modules_named: an App that imports a package its image does not have fails with one line naming
+    the module, the image and `fjs app-image` (which builds images with the App's dependencies), in the
+    ClientApp's error reply (the ServerApp's strategy logs it: `flwr log`) and in the ServerApp's log, instead
+    of a traceback that ends in `No module named 'x'`.
 ClientApp launcher
   * launcher_woken_by_node: the launcher's wait between looks for a task ends when its node writes to
     the pipe (see clientapps_started_on_arrival).
@@ -85,6 +94,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -119,10 +129,17 @@ def state_transactions_in_turn() -> None:
     session = sql_mixin.SqlMixin.session.__wrapped__  # the generator behind Flower's @contextmanager
     turn = threading.RLock()  # re-entrant: Flower nests sessions (state inside object store and back)
 
+    timed = _metrics_on()
+
     @contextmanager
     def session_in_turn(self):
+        started = time.perf_counter()
         with turn, contextmanager(session)(self) as active:
             yield active
+        if timed:  # waiting for its turn included
+            from metrics_superlink import TRANSACTIONS
+
+            TRANSACTIONS.observe(time.perf_counter() - started)
 
     sql_mixin.SqlMixin.session = session_in_turn
 
@@ -236,6 +253,10 @@ def reconnects_survive_a_superlink_restart() -> None:
             except grpc.RpcError as err:
                 if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     raise
+                if _metrics_on():
+                    from metrics_supernode import HEARTBEAT_FAILURES
+
+                    HEARTBEAT_FAILURES.inc()
                 return False  # a failed heartbeat: Flower's sender retries it
 
         init(self, heartbeat, *args, **kwargs)
@@ -279,7 +300,8 @@ def run_directory(runs_dir: str) -> None:
 
     def run_in_its_directory(*args, context, **kwargs):
         folder = os.path.join(os.path.abspath(runs_dir), f"run-{context.run_id}")
-        os.makedirs(folder, mode=0o755, exist_ok=True)
+        # Group bits are the ACL mask where the folder above grants the operator access (certs/host_files.py).
+        os.makedirs(folder, mode=0o775, exist_ok=True)
         os.chdir(folder)
         return run_app(*args, context=context, **kwargs)
 
@@ -362,6 +384,10 @@ def node_config_from_the_run(take_partition: bool) -> None:
                       "no partition; it takes part from the next run on", file=sys.stderr, flush=True)
                 return run
             config["partition-id"], config["num-partitions"] = parse_partition(str(given))
+            if _metrics_on():
+                from metrics_supernode import partition
+
+                partition(run_id, config["partition-id"], config["num-partitions"])
             print(f"supernode: run {run_id}: partition-id={config['partition-id']} "
                   f"num-partitions={config['num-partitions']} (the SuperLink's members of this run)", flush=True)
             return run
@@ -381,6 +407,59 @@ def prompt_object_pulls(cap: float) -> None:
         pull.__kwdefaults__.update(initial_backoff=min(0.05, cap), backoff_cap=cap, max_tries_per_object=None)
 
 
+def _metrics_on() -> bool:
+    """Whether this process serves Prometheus metrics (FJS_METRICS_PORT; metrics_exporter.py)."""
+    return bool(get("FJS_METRICS_PORT"))
+
+
+def superlink_message_metrics() -> None:
+    """SuperLink: count the instructions its Fleet API hands out and the replies (and errors) it takes in."""
+    from flwr.server.superlink.fleet.message_handler import message_handler as fleet
+    from metrics_superlink import counted_pull, counted_push
+
+    fleet.pull_messages = counted_pull(fleet.pull_messages)
+    fleet.push_messages = counted_push(fleet.push_messages)
+
+
+def supernode_metrics() -> None:
+    """SuperNode: every message it stores is counted (metrics_supernode.py): instructions start ClientApp
+    calls, replies end them."""
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+    from metrics_supernode import stored
+
+    store = InMemoryNodeState.store_message
+
+    def store_message(self, message):
+        known = message.metadata.message_id in self.msg_store  # Flower answers a second store of it alike
+        result = store(self, message)
+        if result is not None and not known:  # None: not stored (no message id)
+            stored(message)
+        return result
+
+    InMemoryNodeState.store_message = store_message
+
+
+def start_metrics(component: str, argv: Sequence[str]) -> None:
+    """Serve this component's metrics (metrics_exporter.py), when FJS_METRICS_PORT asks for them."""
+    if component not in ("superlink", "supernode", "superexec") or not _metrics_on():
+        return
+    import metrics_exporter
+
+    if component == "superlink":
+        import metrics_superlink
+
+        made = metrics_superlink.registry(database_argument(list(argv)))
+    elif component == "supernode":
+        import metrics_supernode
+
+        made = metrics_supernode.registry(get("FJS_KEY_SLOT"))
+    else:
+        import metrics_runs
+
+        made = metrics_runs.registry(get("FJS_RUNS_DIR"))
+    metrics_exporter.serve(component, made)
+
+
 def pools_start_fresh() -> None:
     """ClientApp: new process pools spawn their workers instead of forking this (JAX) process."""
     import multiprocessing
@@ -391,6 +470,51 @@ def pools_start_fresh() -> None:
     except ImportError:
         return
     multiprocess.set_start_method("spawn", force=True)
+
+
+def missing_module_line(component: str, module: str, project_dir: str | None, image_app: str) -> str:
+    """The one line a ServerApp or ClientApp fails with when its App imports `module` and the image lacks it."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        app = tomllib.loads((Path(project_dir or ".") / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, KeyError, ValueError):
+        app = "?"
+    app = re.sub(r"[-_.]+", "-", app).lower()  # as packaging canonicalises it, and `fjs app-image` names images
+    image = "SuperExec" if component == "ServerApp" else "SuperNode"
+    line = f"{component} of App '{app}' needs Python module '{module}', which this {image} image does not have: "
+    if image_app == app:  # its own images: the App's pyproject.toml does not declare what provides it
+        return line + ("declare the package that provides it in the App's pyproject.toml dependencies, then run "
+                       "`fjs app-image <the App's folder>` again (docs/app.md, Bring your own App)")
+    made_for = f" (these were built for App '{image_app}')" if image_app else ""
+    return line + (f"build images with the App's dependencies, `fjs app-image <the App's folder>`, and run them with "
+                   f"FJS_APP_IMAGES=fjs-app/{app}{made_for} (docs/app.md, Bring your own App)")
+
+
+def _naming_missing_modules(load_app, component: str):
+    @functools.wraps(load_app)
+    def load(module_attribute_str, error_type, project_dir=None):
+        try:
+            return load_app(module_attribute_str, error_type, project_dir)
+        except ModuleNotFoundError as err:
+            top = (err.name or "").partition(".")[0]
+            folder = os.path.abspath(project_dir or ".")
+            if not top or os.path.exists(os.path.join(folder, top)) or os.path.exists(os.path.join(folder, f"{top}.py")):
+                raise  # the App's own module (a wrong component reference, a typo): Flower's error says it
+            raise ModuleNotFoundError(missing_module_line(component, err.name, project_dir, get("FJS_APP")),
+                                      name=err.name) from None
+
+    return load
+
+
+def missing_modules_named() -> None:
+    """ServerApp/ClientApp: a module the image lacks fails the App's loading with one line naming it and the fix."""
+    import importlib
+
+    for name, component in (("flwr.clientapp.utils", "ClientApp"), ("flwr.server.run_serverapp", "ServerApp")):
+        module = importlib.import_module(name)  # the module itself (flwr.server exports a function of that name)
+        module.load_app = _naming_missing_modules(module.load_app, component)
 
 
 def tune_clientapp() -> None:
@@ -527,6 +651,8 @@ def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
         "longer_claim_window": lambda: (CLAIM_WINDOW_SECONDS,),
         "node_config_from_the_run": lambda: (get("FJS_PARTITION_FROM") == "run",),
         "run_directory": lambda: (get("FJS_RUNS_DIR"),),
+        "superlink_message_metrics": lambda: () if _metrics_on() else None,
+        "supernode_metrics": lambda: () if _metrics_on() else None,
         # a launcher started by a tuned node has its pipe; one started otherwise has nothing to wake it
         "launcher_woken_by_node": lambda: (
             (int(os.environ.pop(LAUNCHER_WAKE_FD)),) if os.environ.get(LAUNCHER_WAKE_FD) else None),
@@ -573,6 +699,7 @@ def main() -> None:
         apply_changes(component, sys.argv[1:])
     elif component == "serverapp":
         run_directory(get("FJS_RUNS_DIR"))  # the stack's ServerApp layout, as ever, even with the changes off
+    start_metrics(component, sys.argv[1:])
     if component == "supernode":
         wait_for_registration(get("FJS_REGISTERED_FILE"), float(get("FJS_CONNECT_TIMEOUT")))
     # When Flower's loop ends, for whatever reason, the process ends too: a non-daemon thread (its

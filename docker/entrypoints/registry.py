@@ -38,6 +38,8 @@ SETTINGS = {s.name: s for s in [
     # --- the host: compose interpolation (a .env file or the shell) ---
     Setting("FJS_NODE_VARIANT", "cuda", "SuperNode image: `cuda` (jax[cuda12]) or `cpu`", ("compose", "site", "fjs")),
     Setting("FJS_VERSION", "0.1.0", "tag of the stack's images", ("compose", "site")),
+    Setting("FJS_APP_IMAGES", "flower-jax-stack", "SuperNode and SuperExec images: an App's own, "
+            "`fjs-app/<name>` from `fjs app-image` (docs/app.md), or the stack's", ("compose", "site")),
     Setting("FJS_BASE_IMAGE", "python:3.11-slim-bookworm", "base image (pin a digest here)", ("compose",)),
     Setting("FJS_KEY_REVOKE_SECONDS", "300", "compose's registrar revokes (unregisters and deletes) the auth key of "
             "a node slot that no running node has held for this long (a scale down); 0: never",
@@ -49,6 +51,10 @@ SETTINGS = {s.name: s for s in [
     Setting("FJS_CERTS_DIR", "./certs", "where certificates and node keys are created and read", ("compose",)),
     Setting("FJS_OUTPUTS_DIR", "./outputs", "where the ServerApp's results land", ("compose",)),
     Setting("FJS_DATASET_FILE", "./data/mnist-offline.parquet", "the dataset `compose.offline.yaml` mounts",
+            ("compose",)),
+    Setting("FJS_PROMETHEUS_PORT", "9090", "host loopback port of Prometheus (`compose.monitoring.yaml`)",
+            ("compose",)),
+    Setting("FJS_DASHBOARD_PORT", "8443", "host loopback port of the live dashboard page (`compose.monitoring.yaml`)",
             ("compose",)),
     Setting("FJS_FLEET_PORT", "9092", "host port `compose.server.yaml` publishes the Fleet API on", ("compose",)),
     Setting("FJS_FLEET_BIND", "0.0.0.0", "host address `compose.server.yaml` publishes the Fleet API on", ("compose",)),
@@ -106,7 +112,7 @@ SETTINGS = {s.name: s for s in [
             ("supernode",), _INTERNAL),
     Setting("FJS_CACHE_DIR", "/home/flwr/cache", "caches; node k uses node-<k>/ in it (node config `cache-dir`)",
             ("supernode",), _INTERNAL),
-    Setting("FJS_RUN_DIR", "/tmp/fjs", "a node's runtime files: Runtime API certificate, warm ClientApp socket",
+    Setting("FJS_NODE_RUNTIME_DIR", "/tmp/fjs", "a node's runtime files: Runtime API certificate, warm ClientApp socket",
             ("supernode", "clientapp"), _INTERNAL),
     Setting("RUNTIME_PORT", "9094", "port of a SuperNode's own Runtime API (on 127.0.0.1)", ("supernode",), _INTERNAL),
     Setting("SUPERLINK_RUNTIME", "superlink:9093", "the SuperLink's Runtime API, for the SuperExec", ("superexec",),
@@ -116,8 +122,26 @@ SETTINGS = {s.name: s for s in [
             empty_is_value=True),
     Setting("FJS_LAUNCHER_WAKE_FD", "", "set by a SuperNode for its ClientApp launcher: the pipe it wakes it through",
             ("supernode",), _INTERNAL),
+    Setting("FJS_APP", "", "set in images made by `fjs app-image`: the App they hold the dependencies of (named in "
+            "a missing module's line)", ("serverapp", "clientapp"), _INTERNAL),
     Setting("FJS_PROFILE_DIR", "", "write a cProfile of each warm ClientApp call here (benchmarks)", ("clientapp",),
             _INTERNAL),
+    Setting("FJS_METRICS_PORT", "", "serve Prometheus metrics over HTTPS on this port (compose.monitoring.yaml: "
+            "9095; empty: none)", ("superlink", "superexec", "supernode"), _INTERNAL),
+    Setting("FJS_METRICS_HOST", "0.0.0.0", "address the metrics endpoint listens on", ("superlink", "superexec",
+            "supernode"), _INTERNAL),
+    Setting("FJS_METRICS_VIA", "", "listen on the local address that reaches this host instead (compose: "
+            "`prometheus`, on the monitoring network only)", ("superlink", "superexec", "supernode"), _INTERNAL),
+    Setting("FJS_METRICS_CERT", "/certs/server.pem", "the metrics endpoint's certificate", ("superlink", "superexec",
+            "supernode"), _INTERNAL),
+    Setting("FJS_METRICS_KEY", "/certs/server.key", "the metrics endpoint's private key", ("superlink", "superexec",
+            "supernode"), _INTERNAL),
+    Setting("FJS_PROMETHEUS_URL", "https://prometheus:9090", "where the dashboard asks Prometheus",
+            ("dashboard",), _INTERNAL),
+    Setting("FJS_METRICS_CLIENT_CA", "", "answer only scrapers with a client certificate this CA signed (compose: "
+            "/certs/ca.crt; empty: any client)", ("superlink", "superexec", "supernode"), _INTERNAL),
+    Setting("FJS_KEY_SLOT", "", "set by the SuperNode entrypoint: its key slot (the `slot` label of its metrics)",
+            ("supernode",), _INTERNAL),
     # --- old names, still read for one release ---
     Setting("SUPERLINK", "", "", ("supernode",), _INTERNAL, replaced_by="FJS_SUPERLINK"),
     Setting("CERTS_EXTRA_SANS", "", "", ("init",), _INTERNAL, replaced_by="FJS_PUBLIC_HOSTS"),

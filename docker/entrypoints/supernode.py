@@ -104,7 +104,7 @@ def auth_args(slot: int, env) -> list[str]:
 
 def runtime_tls_args(env) -> list[str]:
     """TLS for this node's own Runtime API (its SuperExec and ClientApps connect over loopback)."""
-    made = loopback_pair(Path(get("FJS_RUN_DIR", env)) / "runtime-tls")
+    made = loopback_pair(Path(get("FJS_NODE_RUNTIME_DIR", env)) / "runtime-tls")
     return ["--ssl-certfile", str(made["server_cert"]), "--ssl-keyfile", str(made["server_key"]),
             "--ssl-ca-certfile", str(made["ca_cert"])]
 
@@ -119,7 +119,7 @@ def warm_clientapps(env) -> None:
         if real is None:
             print("supernode: flwr-clientapp not on PATH: ClientApps start cold", flush=True)
             return
-        bin_dir = Path(install_shim(str(Path(get("FJS_RUN_DIR", env)) / "bin"), real))
+        bin_dir = Path(install_shim(str(Path(get("FJS_NODE_RUNTIME_DIR", env)) / "bin"), real))
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
@@ -141,6 +141,7 @@ def main() -> None:
     os.environ.update(placement)
     per_run = partition_from_run(node, env)
     os.environ["FJS_PARTITION_FROM"] = "run" if per_run else "node"
+    os.environ["FJS_KEY_SLOT"] = str(node.slot)  # the `slot` label of its metrics (metrics_supernode.py)
     partition = "given per run by the SuperLink" if per_run else f"partition-id={node.partition}"
     notes = f"; GPU settings {placement}" if placement else ""
     notes += f"; auth key {auth[1]}" if auth else "; no node-keys folder: node authentication off"

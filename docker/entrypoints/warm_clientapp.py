@@ -31,7 +31,7 @@ import traceback
 
 from registry import get
 
-SOCKET = os.path.join(get("FJS_RUN_DIR"), "warm-clientapp.sock")
+SOCKET = os.path.join(get("FJS_NODE_RUNTIME_DIR"), "warm-clientapp.sock")
 PRELOAD = get("FJS_WARM_PRELOAD")
 # A first call waits this long for the zygote it started (imports take a few seconds; a busy host, more).
 START_SECONDS = 120.0

@@ -27,20 +27,22 @@ from tests.benchmarks import report  # noqa: E402
 REPO = report.REPO
 
 
-def build_transfer_app(destination: Path) -> Path:
-    app = destination / "transfer-app"
-    package = app / "transferapp"
-    package.mkdir(parents=True)
-    for module in Path(__file__).with_name("transfer_app").glob("*.py"):
-        shutil.copy(module, package / module.name)
-    shutil.copy(REPO / "apps" / "jaxfl" / "prompt_grid.py", package / "prompt_grid.py")
+def write_app(destination: Path, source: str, package: str, config: dict) -> Path:
+    """A Flower App folder from the modules in tests/benchmarks/<source>/ (plus prompt_grid.py), its
+    run config defaults set to `config`."""
+    app = destination / package
+    (app / package).mkdir(parents=True)
+    for module in Path(__file__).with_name(source).glob("*.py"):
+        shutil.copy(module, app / package / module.name)
+    shutil.copy(REPO / "apps" / "jaxfl" / "prompt_grid.py", app / package / "prompt_grid.py")
     shutil.copy(REPO / "LICENSE", app / "LICENSE")
+    defaults = "\n".join(f"{key} = {json.dumps(value)}" for key, value in config.items())
     (app / "pyproject.toml").write_text(f"""[build-system]
 requires = ["hatchling==1.33.0"]
 build-backend = "hatchling.build"
 
 [project]
-name = "transfer-app"
+name = "{package}"
 version = "0.1.0"
 license = {{ file = "LICENSE" }}
 dependencies = ["flwr>=1.39.0,<=1.39.0", "numpy==2.4.6"]
@@ -49,18 +51,21 @@ dependencies = ["flwr>=1.39.0,<=1.39.0", "numpy==2.4.6"]
 publisher = "flower-jax-stack"
 fab-format-version = 1
 flwr-version-target = "1.39.0"
-fab-include = ["transferapp/*.py", "/LICENSE"]
+fab-include = ["{package}/*.py", "/LICENSE"]
 
 [tool.flwr.app.components]
-serverapp = "transferapp.server_app:app"
-clientapp = "transferapp.client_app:app"
+serverapp = "{package}.server_app:app"
+clientapp = "{package}.client_app:app"
 
 [tool.flwr.app.config]
-size-mb = 100.0
-repeats = 3
-output-dir = "{destination / 'out'}"
+{defaults}
 """)
     return app
+
+
+def build_transfer_app(destination: Path) -> Path:
+    return write_app(destination, "transfer_app", "transferapp",
+                     {"size-mb": 100.0, "repeats": 3, "output-dir": str(destination / "out")})
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def test_superlink_keeps_state_on_a_claim_and_serves_tls():
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec(superlink)["volumes"] if "persistentVolumeClaim" in v]
     assert claims == ["superlink-state"] and superlink["spec"]["strategy"]["type"] == "Recreate"
     service = find(BASE, "Service", "superlink")
-    assert {p["port"] for p in service["spec"]["ports"]} == {9092, 9093}
+    assert {p["port"] for p in service["spec"]["ports"]} == {9092, 9093, 9095}  # Fleet, Control, metrics
 
 
 @pytest.mark.parametrize("statefulset", [find(BASE, "StatefulSet", "supernode"), find(GPU, "StatefulSet", "supernode")])

@@ -81,13 +81,7 @@ class InProcessGrid:
         return Message(RecordDict({"metrics": metrics, "node": node}), reply_to=msg)
 
 
-@pytest.fixture(autouse=True)
-def serverapp_identity():
-    """Flower sets the task's identity in a ServerApp process before the App runs; messages need it."""
-    before = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = before
+pytestmark = pytest.mark.usefixtures("serverapp_identity")
 
 
 @pytest.fixture

@@ -118,7 +118,7 @@ def test_node_identities_scale_to_200_slots_without_a_knob(tmp_path):
         "from pathlib import Path\n"
         "node = identity({'FJS_SLOTS_DIR': sys.argv[3]})\n"
         "node_keys.generate(Path(sys.argv[4]), node.slot, 1, if_absent=True)\n"
-        "print(node.slot, flush=True); time.sleep(30)\n"
+        "print(node.slot, flush=True); time.sleep(3600)\n"  # holds its lease until killed below
     )
     slots, keys = tmp_path / "slots", tmp_path
     processes = [subprocess.Popen([sys.executable, "-c", script, str(REPO / "docker" / "entrypoints"), str(REPO),

@@ -137,7 +137,7 @@ def run_changed_flower(tmp_path, change: str, then: str, env: dict | None = None
     script.write_text(f"import os, sys\nsys.path.insert(0, {str(ENTRYPOINTS)!r})\n{change}\n" + textwrap.dedent(then))
     environment = {key: value for key, value in os.environ.items() if key != "FJS_FLOWER_TUNING"}
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**environment, "FJS_RUN_DIR": str(tmp_path / "run"), **(env or {})}, cwd=tmp_path)
+                          env={**environment, "FJS_NODE_RUNTIME_DIR": str(tmp_path / "run"), **(env or {})}, cwd=tmp_path)
 
 
 MAIN = """

@@ -15,7 +15,7 @@ ENTRYPOINTS = REPO / "docker" / "entrypoints"
 
 @pytest.fixture
 def zygote(tmp_path):
-    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path)}
+    env = {**os.environ, "FJS_NODE_RUNTIME_DIR": str(tmp_path)}
     server = subprocess.Popen([sys.executable, str(ENTRYPOINTS / "warm_clientapp.py")], env=env,
                               stdout=subprocess.PIPE, text=True)
     assert "warm-clientapp: ready" in server.stdout.readline()
@@ -50,7 +50,7 @@ def _shim(tmp_path):
 
 
 def test_the_first_call_starts_a_zygote_is_served_by_it_and_the_zygote_leaves_when_idle(tmp_path):
-    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "run"), "FJS_WARM_IDLE_SECONDS": "2"}
+    env = {**os.environ, "FJS_NODE_RUNTIME_DIR": str(tmp_path / "run"), "FJS_WARM_IDLE_SECONDS": "2"}
     done = subprocess.run([_shim(tmp_path), "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
     log = tmp_path / "run" / "warm-clientapp.sock.log"
@@ -62,7 +62,7 @@ def test_the_first_call_starts_a_zygote_is_served_by_it_and_the_zygote_leaves_wh
 
 
 def test_a_zygote_that_cannot_start_leaves_the_call_to_run_cold(tmp_path):
-    env = {**os.environ, "FJS_RUN_DIR": str(tmp_path / "run"), "FJS_WARM_PRELOAD": "no_such_module_here"}
+    env = {**os.environ, "FJS_NODE_RUNTIME_DIR": str(tmp_path / "run"), "FJS_WARM_PRELOAD": "no_such_module_here"}
     done = subprocess.run([_shim(tmp_path), "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Run a Flower ClientApp" in done.stdout
     assert "No module named 'no_such_module_here'" in (tmp_path / "run" / "warm-clientapp.sock.log").read_text()

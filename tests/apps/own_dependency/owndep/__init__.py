@@ -1,0 +1,1 @@
+"""owndep: softmax regression on MNIST in NumPy, with one dependency the stack's images lack (tabulate)."""
