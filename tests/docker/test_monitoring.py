@@ -123,10 +123,15 @@ def test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node(mo
         assert prometheus.value(f'fjs_run_results_total{{{run}, stage="{stage}"}}') == 2 * NODES
     accuracy = prometheus.value(f'fjs_run_accuracy{{{run}, stage="evaluate"}}')
     assert accuracy is not None and 0 < accuracy <= 1
-    assert prometheus.value(f"fjs_run_in_progress{{{run}}}") == 0
-    # The SuperLink's and the nodes' own counts agree with the run: 2 rounds x 2 stages x 4 nodes.
+    prometheus.wait("the run no longer in progress", lambda: prometheus.value(f"fjs_run_in_progress{{{run}}}") == 0,
+                    timeout=60)
+    # The SuperLink's and the nodes' own counts agree with the run: 2 rounds x 2 stages x 4 nodes. Each
+    # target is scraped on its own schedule: wait for a scrape of each taken after the run ended.
+    prometheus.wait("the SuperLink's scrape shows the run finished", lambda: (prometheus.value(
+        'sum(fjs_superlink_runs{status="finished:completed"})') or 0) >= 1, timeout=60)
+    prometheus.wait("every node's scrape shows its 4 calls", lambda: prometheus.value(
+        'sum(fjs_supernode_clientapp_calls_total{outcome="ok"})') == 4 * NODES, timeout=60)
     assert prometheus.value("fjs_superlink_nodes_online") == NODES
-    assert prometheus.value('sum(fjs_superlink_runs{status="finished:completed"})') >= 1
     assert prometheus.value("sum(fjs_superlink_messages_received_total)") == 4 * NODES
     assert prometheus.value("sum(fjs_superlink_messages_sent_total)") == 4 * NODES
     assert prometheus.value('sum(fjs_supernode_clientapp_calls_total{outcome="ok"})') == 4 * NODES
