@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import REPO
+from .progress import took
 
 FLOWER = "1.39.0"  # the Flower in every stack image (docker/requirements/*.txt)
 STACK_IMAGES = "flower-jax-stack"  # FJS_APP_IMAGES' default: the stack's own images, for our App
@@ -215,14 +216,10 @@ def build(app: App, variants: tuple[str, ...], out=None) -> list[str]:
             done = subprocess.run(argv, stderr=subprocess.STDOUT, timeout=3600)
         if done.returncode != 0:
             raise AppImageError(f"docker build {image} failed (exit {done.returncode}): its output is above")
-        print(f"fjs: built {image} in {_clock(time.monotonic() - began)}", file=out, flush=True)
+        print(f"fjs: built {image} in {took(time.monotonic() - began)}", file=out, flush=True)
         built.append(image)
-    print(f"fjs: {len(built)} image(s) built in {_clock(time.monotonic() - started)}", file=out, flush=True)
+    print(f"fjs: {len(built)} image(s) built in {took(time.monotonic() - started)}", file=out, flush=True)
     return built
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 MISSING_MODULE = re.compile(r"(?:ServerApp|ClientApp) of App '[^']*' needs Python module '[^']*'.*?"

@@ -214,6 +214,7 @@ def _demo(args: argparse.Namespace) -> None:
     from .offline_mnist import DEFAULT_PATH
 
     from .host import hub_reachable, node_variant
+    from .progress import took
 
     check_run_config(f"min-nodes={args.nodes} {DEMO_RUN_CONFIG}", args.run_config)
     variant, why = node_variant(force_cpu=args.cpu, force_gpu=args.gpu)
@@ -231,7 +232,7 @@ def _demo(args: argparse.Namespace) -> None:
     stack = ComposeStack(files=tuple(files), env=env)
     print("fjs: docker compose build (compose's progress below; a first build downloads wheels for a few minutes)")
     seconds = stack.build(show_progress=True)
-    print(f"fjs: images built in {int(seconds // 60)} min {int(seconds % 60)} s; "
+    print(f"fjs: images built in {took(seconds)}; "
           f"docker compose up -d --scale supernode={args.nodes}")
     stack.up(args.nodes)
     control = f"127.0.0.1:{os.environ.get('FJS_CONTROL_PORT', '9093')}"

@@ -17,6 +17,11 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
+def took(seconds: float) -> str:
+    """`2 min 40 s`: how long a step (an image build) took."""
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
 def _answered(stage: dict | None) -> str:
     return f"{stage['results']}/{stage['sent']}" if stage else "-"
 
