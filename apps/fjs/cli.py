@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from certs.tls import CertError
+from pki.tls import CertError
 
 from .connection import DEFAULT_NAME, ConnectionProblem, probe, write_connection
 

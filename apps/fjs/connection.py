@@ -20,7 +20,7 @@ def write_connection(address: str, ca_cert: Path, name: str = DEFAULT_NAME, flwr
     ca = ca_cert.expanduser().resolve()
     if not ca.is_file():
         raise ConnectionProblem(
-            f"CA certificate {ca} not found: create it with `python -m certs init` "
+            f"CA certificate {ca} not found: create it with `python -m pki init` "
             "(docker compose up creates it on first start)"
         )
     if flwr_home is not None:
@@ -44,8 +44,8 @@ def probe(address: str, ca_cert: Path, timeout: float = 5.0) -> None:
         if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate" in reason.lower():
             raise ConnectionProblem(
                 f"TLS verification of the SuperLink at {address} failed ({_short(reason)}): the server certificate "
-                f"must be signed by {ca_cert} and list '{host}' in its SANs (python -m certs show; "
-                f"python -m certs init --force --san {host})"
+                f"must be signed by {ca_cert} and list '{host}' in its SANs (python -m pki show; "
+                f"python -m pki init --force --san {host})"
             ) from None
         raise ConnectionProblem(
             f"SuperLink not reachable at {address} ({_short(reason)}): is it running (docker compose ps) "

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certs import node_keys, tls
-from certs.register import register_keys
+from pki import node_keys, tls
+from pki.register import register_keys
 
 from .connection import ConnectionProblem, probe, write_connection
 from .paths import ENTRYPOINTS

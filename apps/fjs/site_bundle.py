@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from certs import node_keys, tls
-from certs.register import register_keys
+from pki import node_keys, tls
+from pki.register import register_keys
 
 from .paths import REPO
 
@@ -38,7 +38,7 @@ def make_bundle(
         raise BundleError(
             f"the SuperLink certificate does not list '{host}', so the site's nodes would refuse it: recreate it "
             f"with that name (compose: FJS_PUBLIC_HOSTS={host}, then `docker compose run --rm init` after removing "
-            "certs/server.*; elsewhere: python -m certs init --force --san " + host + ")"
+            "certs/server.*; elsewhere: python -m pki init --force --san " + host + ")"
         )
     bundle = out / name
     if bundle.exists():

@@ -56,7 +56,9 @@ class Change:
     components: tuple[str, ...]
     targets: tuple[Target, ...]
     defect: str  # what goes wrong in plain Flower, and what the change does instead
-    tests: tuple[str, ...]  # test functions under tests/ that show the defect or its cure
+    summary: str  # the defect in a line (the docs' list)
+    tests: tuple[str, ...]  # test functions under tests/ that show the defect gone with the change
+    plain_tests: tuple[str, ...] = ()  # test functions that show the defect on plain Flower (the change not applied)
     literal: str = ""  # where it still recognises Flower's code by a literal value, and why
     flower: str = FLOWER_VERSION
 
@@ -106,6 +108,15 @@ def sets_pragma(name: str) -> Callable[[object], str | None]:
     return check
 
 
+def has_members(names: tuple[str, ...]) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        missing = [name for name in names if not hasattr(value, name)]
+        return f"no member {', '.join(missing)}" if missing else None
+
+    check.__name__ = f"has_members{names!r}"
+    return check
+
+
 def a_number(value: object) -> str | None:
     return None if isinstance(value, (int, float)) and not isinstance(value, bool) else f"{value!r} is not a number"
 
@@ -135,6 +146,7 @@ CHANGES: tuple[Change, ...] = (
     # SuperLink
     Change(
         name="state_transactions_in_turn",
+        summary="`database is locked` on a busy host; the SuperNode drops the message it was receiving",
         components=("superlink",),
         targets=(
             Target("flwr.supercore.sql_mixin:SQLITE_PRAGMAS", kind="value", holds=sets_pragma("busy_timeout")),
@@ -148,9 +160,12 @@ CHANGES: tuple[Change, ...] = (
                "and busy_timeout is 60 s for anything outside the process.",
         tests=("test_superlink_state_transactions_take_turns_and_never_report_database_is_locked",
                "test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message"),
+        plain_tests=("test_plain_flower_reports_database_is_locked_when_a_writer_loses_the_cpu_holding_the_lock",),
     ),
     Change(
         name="run_members_decided_by_the_superlink",
+        summary=("nodes that left while the SuperLink was recreated still count as online; a node's partition is "
+                 "fixed at its start"),
         components=("superlink",),
         targets=(
             Target("flwr.proto.transport_pb2:Scalar", kind="class"),
@@ -168,12 +183,36 @@ CHANGES: tuple[Change, ...] = (
                "left while the SuperLink was being recreated, so the next run failed on them; and a node's "
                "partition is fixed when it starts. Here online means heard by this SuperLink process, and each "
                "run's members and partitions are fixed at its first instruction (run_members.py).",
-        tests=("test_plain_flower_counts_nodes_that_left_while_no_superlink_heard_them_and_adds_mid_run_joiners",
-               "test_the_superlink_counts_only_nodes_it_heard_and_fixes_a_runs_members_at_its_first_message",
+        tests=("test_the_superlink_counts_only_nodes_it_heard_and_fixes_a_runs_members_at_its_first_message",
                "test_runs_train_on_partitions_0_to_n_after_any_scale_sequence"),
+        plain_tests=(
+            "test_plain_flower_counts_nodes_that_left_while_no_superlink_heard_them_and_adds_mid_run_joiners",),
+    ),
+    Change(
+        name="empty_polls_skip_the_state",
+        summary="every poll of every idle node is a state transaction under the process lock",
+        components=("superlink",),
+        targets=(
+            Target(f"{FLEET_HANDLERS}:pull_messages", parameters=("request", "state"), uses=("get_message_ins",)),
+            *(Target(f"{state}.get_message_ins", parameters=("self", "node_id", "limit", "run_id"), exact=True)
+              for state in LINKSTATES),
+            *(Target(f"{state}.store_message_ins", parameters=("self", "message"), exact=True)
+              for state in LINKSTATES),
+            *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree",
+                                                                            "session_id"), exact=True)
+              for state in LINKSTATES),
+        ),
+        defect="Every poll of every idle node is a state transaction (a claim UPDATE on SQLite under the "
+               "process lock): the largest share of an idle SuperLink's CPU. Here a node with nothing stored "
+               "for it since its last look is answered from memory; any store for it makes the next poll look.",
+        tests=("test_an_idle_nodes_polls_skip_the_state_and_a_stored_instruction_is_still_delivered",
+               "test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message"),
+        plain_tests=("test_plain_flower_runs_a_state_transaction_for_every_empty_poll",),
     ),
     Change(
         name="superlink_message_metrics",
+        summary=("no metrics: instructions out, replies in and their errors are seen nowhere (applied only with "
+                 "`FJS_METRICS_PORT`)"),
         components=("superlink",),
         targets=(
             Target(f"{FLEET_HANDLERS}:pull_messages", parameters=("request",)),
@@ -188,10 +227,12 @@ CHANGES: tuple[Change, ...] = (
                "changes.",
         tests=("test_superlink_message_metrics_count_instructions_replies_and_errors",
                "test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node"),
+        plain_tests=("test_plain_flower_counts_no_instruction_it_hands_out_and_no_reply_it_takes_in",),
     ),
     # SuperNode
     Change(
         name="shorter_node_waits",
+        summary="an idle node asks again only after 3 s; a ClientApp's reply is looked for every 0.5 s",
         components=("supernode",),
         targets=(
             Target(f"{SUPERNODE_LOOP}:time", kind="module", holds=module_named("time")),
@@ -202,9 +243,11 @@ CHANGES: tuple[Change, ...] = (
         defect="A node without work asks the SuperLink again after 3 s, and looks for a finished ClientApp's reply "
                "every 0.5 s. Here it asks again after FJS_NODE_POLL_INTERVAL s and looks every 0.1 s.",
         tests=("test_the_node_looks_for_a_clientapps_reply_every_tenth_of_a_second",),
+        plain_tests=("test_plain_flower_asks_the_superlink_again_after_3_s_and_looks_for_a_reply_every_half_second",),
     ),
     Change(
         name="prompt_object_pulls",
+        summary="an object not pushed yet is asked for again after 1 s doubling to 10 s (2-8 s late per hop)",
         components=("supernode", "serverapp", "clientapp"),
         targets=tuple(Target(f"flwr.supercore.inflatable.inflatable_utils:{pull}", keyword_defaults=PULL_DEFAULTS)
                       for pull in ("pull_objects", "pull_and_inflate_object_from_tree")),
@@ -212,9 +255,11 @@ CHANGES: tuple[Change, ...] = (
                "1 s doubling to 10 s, so a 100 MB message arrived 2-8 s after its last object did. Here objects "
                "are asked for again within 0.5 s (a ClientApp from its own SuperNode: 0.1 s).",
         tests=("test_object_pulls_ask_again_promptly",),
+        plain_tests=("test_plain_flower_asks_for_a_missing_object_after_1_s_doubling_so_it_arrives_seconds_late",),
     ),
     Change(
         name="fleet_calls_retried_and_failures_replied",
+        summary="a transient Fleet error drops the message silently; the round waits for its timeout",
         components=("supernode",),
         targets=(
             Target(f"{SUPERNODE_LOOP}:_pull_and_store_message",
@@ -231,9 +276,11 @@ CHANGES: tuple[Change, ...] = (
         tests=("test_transient_fleet_errors_are_retried", "test_permanent_fleet_errors_are_not_retried",
                "test_retrying_gives_up_after_its_deadline", "test_a_reply_push_that_fails_once_is_retried",
                "test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message"),
+        plain_tests=("test_plain_flower_drops_a_message_silently_when_a_pull_or_confirm_fails_once",),
     ),
     Change(
         name="longer_claim_window",
+        summary="a cold ClientApp on a dense host misses the 30 s to its first heartbeat, again and again",
         components=("supernode",),
         targets=(
             Target("flwr.supercore.corestate.in_memory_corestate:InMemoryCoreState.claim_task",
@@ -251,9 +298,11 @@ CHANGES: tuple[Change, ...] = (
                "more nodes than cores misses it, again and again. Here it gets 120 s; once running, Flower's "
                "heartbeat rules apply.",
         tests=("test_a_claimed_clientapp_task_waits_the_longer_window_for_its_first_heartbeat",),
+        plain_tests=("test_plain_flower_gives_a_claimed_clientapp_30_s_to_its_first_heartbeat_then_hands_it_out",),
     ),
     Change(
         name="reconnects_survive_a_superlink_restart",
+        summary="CANCELLED from a SuperLink going away ends the node's loop and heartbeats",
         components=("supernode",),
         targets=(
             Target(f"{SUPERNODE_LOOP}:make_simple_grpc_retry_invoker", exact=True),
@@ -268,9 +317,31 @@ CHANGES: tuple[Change, ...] = (
         tests=("test_a_superlink_going_away_mid_heartbeat_does_not_end_the_nodes_heartbeats",
                "test_a_superlink_restart_keeps_runs_and_nodes_reconnect",
                "test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_restart"),
+        plain_tests=("test_plain_flower_ends_a_nodes_heartbeats_and_its_loop_when_the_superlink_goes_away_mid_call",),
+    ),
+    Change(
+        name="activation_retried_while_refused",
+        summary=("a refused activation (key not registered yet, old session still online) ends the node at once: the "
+                 "container crash-loops"),
+        components=("supernode",),
+        targets=(
+            Target(f"{SUPERNODE_LOOP}:make_simple_grpc_retry_invoker", exact=True),
+            Target("flwr.supercore.retry:RetryInvoker.__init__", parameters=("should_giveup", "wait_function")),
+            Target("flwr.supercore.error.base:FlowerError.from_json", parameters=("value",), exact=True),
+            Target("flwr.supercore.error.base:ApiErrorCode", kind="class",
+                   holds=has_members(("FLEET_NODE_ACTIVATION_FAILED", "FLEET_SUPERNODE_REGISTRATION_DISABLED"))),
+        ),
+        defect="A node whose activation the SuperLink refuses (its key not registered yet, or its old session "
+               "still online for a minute after a crash) exits at once with a traceback, and the container "
+               "crash-loops. Here the refusal, read from Flower's error payload, is asked again every 5 s for "
+               "FJS_AUTH_RETRY_SECONDS, then the node exits 1 with one line naming its key and the fix.",
+        tests=("test_a_refused_activation_is_asked_again_then_ends_the_node_with_one_line",
+               "test_an_unregistered_node_key_is_refused_and_joins_once_registered"),
+        plain_tests=("test_plain_flower_ends_a_node_at_its_first_refused_activation",),
     ),
     Change(
         name="clientapps_started_on_arrival",
+        summary="the node's ClientApp launcher polls for tasks (7 ms of CPU a look)",
         components=("supernode",),
         targets=(
             Target(f"{SUPERNODE_LOOP}:subprocess", kind="module", holds=module_named("subprocess")),
@@ -283,11 +354,13 @@ CHANGES: tuple[Change, ...] = (
                "message for a ClientApp, and the launcher otherwise looks every FJS_CLIENTAPP_POLL_INTERVAL s.",
         tests=("test_a_stored_instruction_wakes_the_clientapp_launcher_and_a_reply_does_not",
                "test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone"),
+        plain_tests=("test_plain_flower_node_starts_a_launcher_that_no_stored_instruction_can_wake",),
         literal="The launcher is recognised by its command, `flower-superexec`, the first word of what Flower's "
                 "loop starts: Flower has no constant for it (the check finds the word in the loop's code).",
     ),
     Change(
         name="node_config_from_the_run",
+        summary="`partition-id`/`num-partitions` fixed when the node starts",
         components=("supernode",),
         targets=(
             Target(f"{SUPERNODE_LOOP}:_pull_and_store_message", parameters=("node_config", "get_run")),
@@ -298,24 +371,33 @@ CHANGES: tuple[Change, ...] = (
                "SuperLink put them.",
         tests=("test_runs_train_on_partitions_0_to_n_after_any_scale_sequence",
                "test_a_flower_style_app_runs_on_replicas_told_only_their_index"),
+        plain_tests=("test_plain_flower_keeps_the_partition_a_node_started_with_whatever_the_run_says",),
     ),
     Change(
         name="supernode_metrics",
+        summary=("no metrics: a node's ClientApp calls, their outcome and duration, its reconnects are seen nowhere "
+                 "(applied only with `FJS_METRICS_PORT`)"),
         components=("supernode",),
         targets=(
             Target("flwr.supernode.nodestate.in_memory_nodestate:InMemoryNodeState.store_message",
                    parameters=("self", "message"), exact=True, uses=("msg_store",)),
             Target("flwr.app:Message.has_error"),
+            Target(f"{SUPERNODE_LOOP}:make_simple_grpc_retry_invoker", exact=True),
+            Target("flwr.supercore.retry:RetryInvoker.__init__", parameters=("on_success",)),
+            Target("flwr.supercore.retry.retry_invoker:RetryState", kind="class", holds=has_fields("tries")),
         ),
         defect="Flower exposes no metrics: a SuperNode's ClientApp calls, their outcome and duration are seen "
                "nowhere. Here, with FJS_METRICS_PORT set, each message the node stores is counted: an instruction "
-               "starts a call, its reply ends it (metrics_supernode.py); nothing else changes.",
+               "starts a call, its reply ends it (metrics_supernode.py), and a Fleet call that succeeds after "
+               "failed tries counts as a reconnect; nothing else changes.",
         tests=("test_supernode_metrics_count_calls_and_their_outcome",
                "test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node"),
+        plain_tests=("test_plain_flower_sees_no_clientapp_call_a_node_stores",),
     ),
     # SuperExec and the ServerApp it starts
     Change(
         name="serverapps_through_this_module",
+        summary="the ServerApp starts in the SuperExec's own (read-only) directory, without the stack's changes",
         components=("superexec",),
         targets=(
             Target("flwr.supercore.superexec.executor.subprocess_executor:subprocess", kind="module",
@@ -328,9 +410,11 @@ CHANGES: tuple[Change, ...] = (
         defect="Flower starts each run's ServerApp in the SuperExec's own directory (read-only in our "
                "containers). Here it starts through flower_tuning.py, which gives it a run directory.",
         tests=("test_serverapps_start_through_this_module",),
+        plain_tests=("test_plain_flower_starts_the_serverapp_itself_in_the_superexecs_own_directory",),
     ),
     Change(
         name="run_directory",
+        summary="what an App writes to its working directory does not reach the operator",
         components=("serverapp",),
         targets=(
             Target("flwr.superlink.runtime.run_serverapp:run_", parameters=("context",)),
@@ -340,19 +424,23 @@ CHANGES: tuple[Change, ...] = (
                "would land in the SuperExec's read-only directory. Here each run works in FJS_RUNS_DIR/run-<id>.",
         tests=("test_compose_federation_scales_from_three_to_five_nodes",
                "test_two_rounds_with_three_nodes_train_a_model"),
+        plain_tests=("test_plain_flower_runs_the_serverapp_where_the_superexec_was_so_its_files_land_there",),
     ),
     # ClientApp
     Change(
         name="pools_start_fresh",
+        summary="a process pool forked after JAX is up deadlocks",
         components=("clientapp",),
         targets=(Target("multiprocessing:set_start_method", parameters=("method", "force")),),
         defect="A ClientApp that forks after JAX is up (a `datasets` `num_proc` pool) deadlocks in the child. "
                "Here new process pools spawn their workers (multiprocessing and `multiprocess`).",
         tests=("test_clientapp_process_pools_spawn",),
+        plain_tests=("test_plain_flower_forks_clientapp_pool_workers_that_hang_on_a_lock_held_at_the_fork",),
     ),
     # ServerApp and ClientApp
     Change(
         name="missing_modules_named",
+        summary="an App importing a package its image lacks fails with a traceback that names no fix",
         components=("serverapp", "clientapp"),
         targets=(
             *(Target(f"{module}:load_app", parameters=("module_attribute_str", "error_type", "project_dir"),
@@ -366,10 +454,12 @@ CHANGES: tuple[Change, ...] = (
                "images with the App's dependencies (`fjs app-image`).",
         tests=("test_a_missing_module_is_one_line_naming_it_and_the_command",
                "test_an_app_with_its_own_dependency_fails_with_one_line_then_runs_on_its_images"),
+        plain_tests=("test_plain_flower_fails_an_app_that_imports_a_missing_package_with_only_no_module_named",),
     ),
     # ClientApp launcher (the node's `flower-superexec`)
     Change(
         name="launcher_woken_by_node",
+        summary="the launcher sleeps its whole poll interval while a task waits",
         components=("clientapp-launcher",),
         targets=(
             Target("flwr.supercore.superexec.run_superexec:time", kind="module", holds=module_named("time")),
@@ -380,12 +470,20 @@ CHANGES: tuple[Change, ...] = (
                "soon as its node says a message arrived.",
         tests=("test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone",
                "test_a_stored_instruction_wakes_the_clientapp_launcher_and_a_reply_does_not"),
+        plain_tests=("test_plain_flower_launcher_sleeps_its_whole_poll_interval_though_its_node_has_a_task",),
     ),
 )
 
 
-def changes_for(component: str) -> tuple[Change, ...]:
-    return tuple(change for change in CHANGES if component in change.components)
+def changes_for(component: str, off: frozenset[str] = frozenset()) -> tuple[Change, ...]:
+    """The component's changes, in the registry's order, less those the operator turned `off`."""
+    return tuple(change for change in CHANGES if component in change.components and change.name not in off)
+
+
+def unknown_changes(off: frozenset[str]) -> list[str]:
+    """Names in FJS_FLOWER_CHANGES_OFF that are no change's."""
+    known = {change.name for change in CHANGES}
+    return sorted(name for name in off if name not in known)
 
 
 # --- the shape check ---
@@ -420,15 +518,19 @@ def examine(target: Target) -> tuple[str, str]:
     return "fits", ""
 
 
-def refusal(component: str) -> str | None:
+def refusal(component: str, off: frozenset[str] = frozenset()) -> str | None:
     """The one line a component refuses to start with, if a target of its changes does not fit, else None."""
-    for change in changes_for(component):
+    if unknown := unknown_changes(off):
+        return (f"{component}: error: FJS_FLOWER_CHANGES_OFF names no change {', '.join(map(repr, unknown))}: "
+                f"the changes are {', '.join(change.name for change in CHANGES)}")
+    for change in changes_for(component, off):
         for target in change.targets:
             status, what = examine(target)
             if status != "fits":
                 return (f"{component}: error: Flower change '{change.name}' does not fit its target {target.path} "
                         f"({what}): this stack is written for flwr {change.flower} (docs/operations.md, Upgrading "
-                        "Flower); FJS_FLOWER_TUNING=0 runs Flower unchanged")
+                        f"Flower); FJS_FLOWER_CHANGES_OFF={change.name} runs without it, FJS_FLOWER_TUNING=0 runs "
+                        "Flower unchanged")
     return None
 
 
@@ -502,3 +604,24 @@ def _sleeps(target: Target, value: object) -> str | None:
     found = sum(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "sleep"
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "time" for node in ast.walk(tree))
     return None if found == target.sleeps else f"{found} time.sleep calls, not {target.sleeps}"
+
+
+# --- the docs' list (docs/operations.md, Upgrading Flower; a unit test keeps it equal) ---
+def markdown() -> str:
+    """One row per change: its components, the defect on plain Flower, and the tests on each side."""
+    def names(tests: tuple[str, ...]) -> str:
+        return ", ".join(f"`{test}`" for test in tests)
+
+    rows = ["| change | component | defect on plain Flower 1.39 | shown on plain Flower | gone with the change |",
+            "|---|---|---|---|---|"]
+    rows += [f"| `{change.name}` | {', '.join(change.components)} | {change.summary} | {names(change.plain_tests)} | "
+             f"{names(change.tests)} |" for change in CHANGES]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: flower_changes.py --markdown")
+    print(markdown())

@@ -117,6 +117,7 @@ CLAIM_WINDOW_SECONDS = 120
 OBJECT_PULL_CAP_SECONDS = 0.5  # from the SuperLink: each waiting pull is one cheap PullObject RPC
 LOCAL_OBJECT_PULL_CAP_SECONDS = 0.1  # ClientApp from its own SuperNode (in-memory store)
 REPLY_POLL_SECONDS = 0.1  # the node looking for a ClientApp's reply in its own memory
+REFUSAL_PAUSE_SECONDS = 5.0  # between activations the SuperLink refused (Flower's backoff grows to 20 s)
 
 
 def state_transactions_in_turn() -> None:
@@ -264,6 +265,51 @@ def reconnects_survive_a_superlink_restart() -> None:
     HeartbeatSender.__init__ = sender_init
 
 
+def activation_retried_while_refused(seconds: float, public_key: str) -> None:
+    """SuperNode: an activation the SuperLink refuses (its key not registered yet, or its old session still
+    online after a crash) is asked again every REFUSAL_PAUSE_SECONDS for `seconds`, then the node exits 1
+    with one line saying why. The refusal is read from Flower's own error payload, never from log lines."""
+    from flwr.supercore.error.base import ApiErrorCode, FlowerError
+    from flwr.supernode import start_client_internal as node
+
+    refusals = {ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED, ApiErrorCode.FLEET_SUPERNODE_REGISTRATION_DISABLED}
+    make_invoker = node.make_simple_grpc_retry_invoker
+
+    def refused(err: Exception) -> bool:
+        details = err.details() if callable(getattr(err, "details", None)) else None
+        payload = FlowerError.from_json(details)
+        return payload is not None and payload.code in refusals
+
+    def waiting_invoker():
+        invoker = make_invoker()
+        giveup, wait = invoker.should_giveup, invoker.wait_function
+        first: list[float] = []  # when the first refusal came; empty while none is pending
+
+        def should_giveup(err: Exception) -> bool:
+            if not refused(err):
+                first.clear()
+                return giveup(err)
+            first[:] = first or [time.monotonic()]
+            waited = time.monotonic() - first[0]
+            if waited >= seconds:
+                sys.exit(f"supernode: error: the SuperLink refused to activate this node (code 2004/2001) for "
+                         f"{waited:.0f} s: either its public key {public_key} is not registered (compose: the "
+                         "registrar service registers each node's key; Kubernetes: the register-nodes Job; "
+                         "elsewhere: python -m pki register), or the same key is still marked online after a "
+                         "crash (released about a minute after its last heartbeat)")
+            print(f"supernode: activation refused (key not registered yet, or an old session still online); "
+                  f"retrying for up to {seconds - waited:.0f} s more", file=sys.stderr, flush=True)
+            return False
+
+        def pause(wait_time: float) -> None:  # a refusal is asked again soon, not after Flower's backoff
+            wait(min(wait_time, REFUSAL_PAUSE_SECONDS) if first else wait_time)
+
+        invoker.should_giveup, invoker.wait_function = should_giveup, pause
+        return invoker
+
+    node.make_simple_grpc_retry_invoker = waiting_invoker
+
+
 class _SubprocessThroughThisModule:
     """Stands in for the `subprocess` module inside a Flower module: its `command` runs as `python3
     flower_tuning.py <component> ...` (with `adjust` applied to Popen's keyword arguments); all else
@@ -300,7 +346,7 @@ def run_directory(runs_dir: str) -> None:
 
     def run_in_its_directory(*args, context, **kwargs):
         folder = os.path.join(os.path.abspath(runs_dir), f"run-{context.run_id}")
-        # Group bits are the ACL mask where the folder above grants the operator access (certs/host_files.py).
+        # Group bits are the ACL mask where the folder above grants the operator access (pki/host_files.py).
         os.makedirs(folder, mode=0o775, exist_ok=True)
         os.chdir(folder)
         return run_app(*args, context=context, **kwargs)
@@ -360,6 +406,49 @@ def run_members_decided_by_the_superlink(database: str | None) -> None:
             return _store(self, message)
 
         state_class.get_nodes, state_class.store_message_ins = get_nodes, store_message_ins
+
+
+def empty_polls_skip_the_state() -> None:
+    """SuperLink: a node that asks for work while none was stored for it since its last look is answered
+    from memory, without a state transaction (most polls: an idle node asks every FJS_NODE_POLL_INTERVAL s).
+
+    Sound because every instruction enters through this process's store_message_ins (the ServerApp's
+    Runtime API is served here) and a claimed instruction is never handed out again: a node is marked
+    `idle` just before a look at the state that then finds nothing more for it, and any store for it clears
+    the mark after its commit. A new process starts with no node idle, so each node's first poll looks."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+
+    idle: set[int] = set()  # set.add/discard/in are atomic under the GIL: the Fleet API's threads share it
+
+    for state_class in (SqlLinkState, InMemoryLinkState):
+        get, store = state_class.get_message_ins, state_class.store_message_ins
+        store_with_tree = state_class.store_message_and_object_tree
+
+        def get_message_ins(self, node_id, limit, *, run_id=None, _get=get):
+            if run_id is None and node_id in idle:
+                return []
+            idle.add(node_id)  # before the look: a store during it clears the mark again
+            found = _get(self, node_id, limit, run_id=run_id)
+            if found and (limit is None or len(found) >= limit):
+                idle.discard(node_id)  # there may be more
+            return found
+
+        def store_message_ins(self, message, _store=store):
+            stored = _store(self, message)
+            idle.discard(message.metadata.dst_node_id)
+            return stored
+
+        # The Runtime API stores an instruction inside this larger transaction: clear the mark again once
+        # it has committed, or a look between the two could miss it and mark the node idle.
+        def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):
+            stored = _store(self, message, object_tree, session_id)
+            if not message.metadata.reply_to_message_id:
+                idle.discard(message.metadata.dst_node_id)
+            return stored
+
+        state_class.get_message_ins, state_class.store_message_ins = get_message_ins, store_message_ins
+        state_class.store_message_and_object_tree = store_message_and_object_tree
 
 
 def node_config_from_the_run(take_partition: bool) -> None:
@@ -424,8 +513,9 @@ def superlink_message_metrics() -> None:
 def supernode_metrics() -> None:
     """SuperNode: every message it stores is counted (metrics_supernode.py): instructions start ClientApp
     calls, replies end them."""
+    from flwr.supernode import start_client_internal as node
     from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
-    from metrics_supernode import stored
+    from metrics_supernode import RECONNECTS, stored
 
     store = InMemoryNodeState.store_message
 
@@ -437,6 +527,25 @@ def supernode_metrics() -> None:
         return result
 
     InMemoryNodeState.store_message = store_message
+
+    # A Fleet call that succeeds after failed tries is the node reconnecting (a SuperLink restart, a
+    # broken link): Flower's invoker says so in its on_success callback.
+    make_invoker = node.make_simple_grpc_retry_invoker
+
+    def counting_invoker():
+        invoker = make_invoker()
+        succeeded = invoker.on_success
+
+        def on_success(retry_state) -> None:
+            if retry_state.tries > 1:
+                RECONNECTS.inc()
+            if succeeded is not None:
+                succeeded(retry_state)
+
+        invoker.on_success = on_success
+        return invoker
+
+    node.make_simple_grpc_retry_invoker = counting_invoker
 
 
 def start_metrics(component: str, argv: Sequence[str]) -> None:
@@ -638,10 +747,19 @@ def wait_for_registration(done_file: str | None, timeout: float) -> None:
               "running?): connecting anyway", file=sys.stderr, flush=True)
 
 
+def public_key(argv: Sequence[str]) -> str:
+    """The node's public key file, for the refusal line (Flower's flag names the private key beside it)."""
+    args = list(argv)
+    if "--auth-supernode-private-key" in args[:-1]:
+        return args[args.index("--auth-supernode-private-key") + 1].removesuffix(".key") + ".pub"
+    return "(none: no node key mounted)"
+
+
 def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
     """Every change for `component` (flower_changes.CHANGES), each checked against this Flower before any
     acts, then applied in the registry's order. A target that does not fit ends the process with one line."""
-    if (line := refusal(component)) is not None:
+    off = frozenset(filter(None, (name.strip() for name in get("FJS_FLOWER_CHANGES_OFF").split(","))))
+    if (line := refusal(component, off)) is not None:
         sys.exit(line)
     settings = {  # the arguments each change takes in this process (None: not applied here); others take none
         "run_members_decided_by_the_superlink": lambda: (database_argument(list(argv)),),
@@ -649,6 +767,7 @@ def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
         "prompt_object_pulls": lambda: (
             LOCAL_OBJECT_PULL_CAP_SECONDS if component == "clientapp" else OBJECT_PULL_CAP_SECONDS,),
         "longer_claim_window": lambda: (CLAIM_WINDOW_SECONDS,),
+        "activation_retried_while_refused": lambda: (float(get("FJS_AUTH_RETRY_SECONDS")), public_key(argv)),
         "node_config_from_the_run": lambda: (get("FJS_PARTITION_FROM") == "run",),
         "run_directory": lambda: (get("FJS_RUNS_DIR"),),
         "superlink_message_metrics": lambda: () if _metrics_on() else None,
@@ -657,7 +776,7 @@ def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
         "launcher_woken_by_node": lambda: (
             (int(os.environ.pop(LAUNCHER_WAKE_FD)),) if os.environ.get(LAUNCHER_WAKE_FD) else None),
     }
-    for change in changes_for(component):
+    for change in changes_for(component, off):
         arguments = settings.get(change.name, lambda: ())()
         if arguments is not None:
             globals()[change.name](*arguments)  # each change's function bears its name
@@ -709,7 +828,9 @@ def main() -> None:
         run()
         code = 0
     except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except BaseException as err:  # noqa: BLE001
         print(f"{component}: Flower stopped: {type(err).__name__}: {err}", file=sys.stderr)
         code = 1

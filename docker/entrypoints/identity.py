@@ -30,7 +30,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from certs.slots import try_lock
+from pki.slots import try_lock
 from registry import get
 
 

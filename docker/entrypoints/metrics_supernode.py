@@ -37,6 +37,8 @@ DELIVERY = Histogram(f"{P}_message_delivery_seconds", "From the ServerApp creati
                      "at this node (the two hosts' clocks are compared)", buckets=CALL_BUCKETS, registry=None)
 HEARTBEAT_FAILURES = Counter(f"{P}_heartbeat_failures", "Heartbeats to the SuperLink that failed and were retried "
                              "(a SuperLink restart or a broken link: the node reconnects)", registry=None)
+RECONNECTS = Counter(f"{P}_reconnects", "Fleet calls that succeeded after failed tries: the node reconnected to the "
+                     "SuperLink (a restart or a broken link)", registry=None)
 PARTITION = Gauge(f"{P}_partition_id", f"This node's partition in a run (the {RUNS_KEPT} newest runs)", ["run"],
                   registry=None)
 PARTITIONS = Gauge(f"{P}_partitions", "The run's number of partitions, as this node was told", ["run"], registry=None)
@@ -84,7 +86,8 @@ def partition(run_id: int, index: int, count: int) -> None:
 
 def registry(slot: str = "", describe_only: bool = False) -> CollectorRegistry:
     made = CollectorRegistry(auto_describe=True)
-    for metric in (INFO, RECEIVED, CALLS, IN_FLIGHT, DURATION, DELIVERY, HEARTBEAT_FAILURES, PARTITION, PARTITIONS):
+    for metric in (INFO, RECEIVED, CALLS, IN_FLIGHT, DURATION, DELIVERY, HEARTBEAT_FAILURES, RECONNECTS, PARTITION,
+                   PARTITIONS):
         made.register(metric)
     if slot and not describe_only:
         INFO.labels(slot).set(1)

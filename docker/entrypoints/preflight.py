@@ -22,7 +22,7 @@ def tls_context(ca_cert: Path) -> ssl.SSLContext:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise PreflightError(
             f"no CA certificate at {ca_cert}: mount certs/ca.crt there (docker compose up creates it; "
-            "elsewhere: python -m certs init)"
+            "elsewhere: python -m pki init)"
         ) from None
     except PermissionError:
         raise PreflightError(
@@ -50,7 +50,7 @@ def wait_for_tls(address: str, ca_cert: Path, timeout: float, interval: float = 
             raise PreflightError(
                 f"the server at {address} presented a certificate that {ca_cert} does not accept "
                 f"({err.verify_message}): use the CA that signed the SuperLink's certificate, and make sure the "
-                f"certificate lists '{host}' (python -m certs show; python -m certs init --force --san {host})"
+                f"certificate lists '{host}' (python -m pki show; python -m pki init --force --san {host})"
             ) from None
         except ssl.SSLError as err:
             raise PreflightError(

@@ -89,6 +89,9 @@ SETTINGS = {s.name: s for s in [
             "still be running)", ("supernode",)),
     Setting("FJS_FLOWER_TUNING", "1", "`0`: plain Flower 1.39 in this component (docs/operations.md)",
             ("superlink", "superexec", "supernode")),
+    Setting("FJS_FLOWER_CHANGES_OFF", "", "changes to Flower to leave out, by name, comma-separated (each is "
+            "then neither checked nor applied; docs/operations.md, Upgrading Flower)", ("superlink", "superexec",
+                                                                                       "supernode")),
     Setting("FJS_RUNS_DIR", "outputs", "folder under which each run's ServerApp gets its working directory "
             "`run-<id>/`", ("superexec",)),
     # --- wiring set by compose, the manifests, `fjs local` or `fjs site-bundle`; not for users ---

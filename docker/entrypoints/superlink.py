@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from certs.tls import verify
+from pki.tls import verify
 
 
 def certs_folder(args: list[str]) -> Path:

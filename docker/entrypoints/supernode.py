@@ -8,26 +8,17 @@ and GPU placement. Arguments after the image name are passed on to flower-supern
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
-from certs.tls import loopback_pair
+from pki.tls import loopback_pair
 from preflight import PreflightError, wait_for_tls
 from registry import export_default, get
 from identity import Identity, IdentityError, identity
 from warm_clientapp import install_shim
-
-REFUSAL_MARKERS = ["[code: 2004]", "[code: 2001]"]
-REFUSED_KEY = (
-    "the SuperLink refused to activate this node (code 2004/2001) for {seconds:.0f} s: either its public key "
-    "{public} is not registered (compose: the registrar service registers each node's key; Kubernetes: the "
-    "register-nodes Job; elsewhere: python -m certs register), or the same key is still marked online after a "
-    "crash (released about a minute after its last heartbeat)"
-)
 
 # Flower's own node-config syntax (flwr.common.config.parse_config_args): key=value, values maybe quoted.
 _PAIR = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
@@ -89,13 +80,13 @@ def auth_args(slot: int, env) -> list[str]:
         return []
     key = folder / f"node-{slot}.key"
     if not key.is_file() and get("FJS_MAKE_NODE_KEY", env) == "1":
-        from certs import node_keys
+        from pki import node_keys
 
         node_keys.generate(folder.parent, slot, 1, if_absent=True)  # folder is <dir>/node-keys (compose.yaml)
     if not key.is_file():
         raise PreflightError(
-            f"no auth key for node slot {slot} ({key} missing): make and register one (python -m certs node-keys "
-            f"--start {slot} --count 1, then python -m certs register), or run the node where keys are made for it"
+            f"no auth key for node slot {slot} ({key} missing): make and register one (python -m pki node-keys "
+            f"--start {slot} --count 1, then python -m pki register), or run the node where keys are made for it"
         )
     if get("FJS_MAKE_NODE_KEY", env) == "1":
         os.environ["FJS_REGISTERED_FILE"] = str(folder / f"node-{slot}.registered")
@@ -150,8 +141,8 @@ def main() -> None:
     # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", get("FJS_CLIENTAPP_POLL_INTERVAL"))  # Flower's name
     export_default("XLA_FLAGS")  # one XLA thread per node (registry.py says why)
-    argv = [
-        sys.executable, str(Path(__file__).with_name("flower_tuning.py")), "supernode",
+    argv = [  # -u: each of Flower's log lines reaches the container's log at once
+        sys.executable, "-u", str(Path(__file__).with_name("flower_tuning.py")), "supernode",
         "--superlink", superlink,
         "--root-certificates", str(ca_cert),
         "--node-config", config,
@@ -163,19 +154,9 @@ def main() -> None:
         *sys.argv[1:],
     ]  # fmt: skip
     warm_clientapps(env)
-    public = auth[1].replace(".key", ".pub") if auth else "(none: no node key mounted)"
-    spec = {
-        "argv": argv,
-        "markers": REFUSAL_MARKERS,
-        "retry_seconds": float(get("FJS_AUTH_RETRY_SECONDS")),
-        "retrying": "supernode: activation refused (key not registered yet, or an old session still online); "
-                    "retrying for up to {left:.0f} s more",
-        "explanation": "supernode: error: " + REFUSED_KEY.replace("{public}", public),
-    }
-    # Hand over to a stdlib-only supervisor, so the memory this set-up used is not kept for the node's life.
-    supervisor = str(Path(__file__).with_name("supervise.py"))
-    os.execv(sys.executable, [sys.executable, "-IS", supervisor, json.dumps(spec)])
-
+    # Become the node: the container's init is its parent, and its exit status is the container's, for
+    # the restart policy to read (a refused activation is retried inside, by flower_tuning.py).
+    os.execv(sys.executable, argv)
 
 if __name__ == "__main__":
     main()

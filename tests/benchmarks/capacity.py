@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from apps.fjs.flwr_cli import FlwrCli  # noqa: E402
 from apps.fjs.local_federation import LocalFederation  # noqa: E402
-from certs import node_keys  # noqa: E402
+from pki import node_keys  # noqa: E402
 from tests.benchmarks import report  # noqa: E402
 from tests.benchmarks.transfer import write_app  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402

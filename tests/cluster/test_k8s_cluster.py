@@ -37,6 +37,26 @@ def _metrics(cluster: Cluster, tmp_path: Path, run_id: int) -> dict:
     return json.loads((out / f"run-{run_id}" / "metrics.json").read_text())
 
 
+SCRAPE = """
+import http.client, ssl
+context = ssl.create_default_context(cafile="/certs/ca.crt")
+context.check_hostname = False  # reached as 127.0.0.1 from inside the pod; the chain is still checked
+connection = http.client.HTTPSConnection("127.0.0.1", 9095, context=context, timeout=30)
+connection.connect()
+print("served-by", dict(field[0] for field in connection.sock.getpeercert()["subject"])["commonName"])
+connection.request("GET", "/metrics")
+print(connection.getresponse().read().decode())
+"""
+
+
+def _scrape(cluster: Cluster, pod: str) -> str:
+    """A pod's own metrics endpoint, from inside it, over TLS checked against the stack's CA: served with
+    the metrics certificate (common name `metrics`), not the SuperLink's."""
+    text = cluster.kubectl("exec", pod, "--", "python3", "-c", SCRAPE)
+    assert text.startswith("served-by metrics\n"), text[:300]
+    return text
+
+
 def _connect(cluster: Cluster, tmp_path: Path) -> FlwrCli:
     ca = tmp_path / "k8s-ca.crt"
     ca.write_text(cluster.secret_file("superlink-tls", "ca.crt"))
@@ -79,6 +99,12 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     assert_round_counts(metrics, rounds=2, results=3)
     assert all(_partition_ids(r) == [0, 1, 2] for r in metrics["rounds"])
     timings["round, 3 nodes"] = metrics["rounds"][-1]["wall_s"]
+    # Every SuperNode and the SuperExec serve their metrics with the metrics-tls certificate (the certs Job's).
+    node_metrics = _scrape(cluster, "supernode-0")
+    assert re.search(r'^fjs_supernode_clientapp_calls_total\{outcome="ok",type="train"\} 2\.0$', node_metrics, re.M), \
+        node_metrics[-2000:]
+    run_metrics_text = _scrape(cluster, cluster.pod("app.kubernetes.io/component=superexec"))
+    assert re.search(rf'^fjs_run_round\{{run="{first}"\}} 2\.0$', run_metrics_text, re.M), run_metrics_text[-2000:]
 
     # Scaled to 5: the next run splits the data 5 ways.
     cluster.kubectl("scale", "statefulset", "supernode", "--replicas=5")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from certs import node_keys, tls
+from pki import node_keys, tls
 from tests.support.compose import connect
 from tests.support.results import assert_round_counts, run_metrics
 from tests.support.runs import wait_for_log
-from tests.support.docker import activations, inspect
+from tests.support.docker import activations, inspect, kill_supernode
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 EVERY_NODE = "fraction-train=1.0 fraction-evaluate=1.0"
@@ -87,8 +87,7 @@ def test_a_supernode_killed_in_round_one_costs_one_failure_and_comes_back(stack_
     wait_for_log(cli, run_id, "configure_train: Sampled 3 nodes", timeout=900)
 
     victim = stack.service_containers("supernode")[-1]
-    subprocess.run(["docker", "exec", victim, "python3", "-c",
-                    "import os; os.kill(int(open('/tmp/flower-component.pid').read()), 9)"], check=True)
+    kill_supernode(victim)
     killed, killed_at = time.monotonic(), time.time()
     dropped = None  # seen offline by `flwr supernode ls` (polled, so a short absence may be missed)
     while (info := cli.run_info(run_id))["status"].startswith(("pending", "starting", "running")):

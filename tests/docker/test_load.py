@@ -17,7 +17,7 @@ import pytest
 from tests.support.compose import connect
 from tests.support.results import assert_round_counts, run_metrics
 from tests.support.runs import wait_for_log
-from tests.support.docker import inspect
+from tests.support.docker import inspect, kill_supernode
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROUND_TIMEOUT = 1200  # far above any stage here: reaching it would mean a lost message
@@ -74,8 +74,7 @@ def test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls(sta
     for server_round in (1, 3):  # a random node dies while that round's training runs
         wait_for_log(cli, run_id, f"[ROUND {server_round}/5]", timeout=900)
         victim = chooser.choice(stack.service_containers("supernode"))
-        subprocess.run(["docker", "exec", victim, "python3", "-c",
-                        "import os; os.kill(int(open('/tmp/flower-component.pid').read()), 9)"], check=True)
+        kill_supernode(victim)
         killed.append(victim.rsplit("-", 1)[-1])
     info = cli.wait(run_id, timeout=2400)
     assert info["status"] == "finished:completed", cli.logs(run_id)[-3000:]

@@ -4,7 +4,8 @@ nodes that are up, with num-partitions N and no failure, for our App and for a F
 The sequence 5 -> 3 -> 6 -> 2 is the one that broke before: the step to 3 changes a setting (the
 Control API's host port), so compose recreates the SuperLink and every node and keeps whichever
 replicas it likes; later scale ups number new containers after the highest in use. Each run starts as
-soon as `up` returns."""
+soon as `up` returns. Our App runs at every step, the Flower-convention App after the recreate and after
+the last scale down."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_runs_train_on_partitions_0_to_n_after_any_scale_sequence(stack_factory,
         write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=home)
         cli = FlwrCli(flwr_home=home)
         _our_app(cli, stack, nodes)
-        _flower_style_app(cli, stack, nodes)
+        if step in (1, 3):  # after the recreate and after the scale down: the steps that broke it (CI time)
+            _flower_style_app(cli, stack, nodes)
         assert len(stack.service_containers("supernode")) == nodes
 
     # Identities follow the nodes that run, not compose's container numbers: the 2 nodes left hold slots

@@ -9,7 +9,7 @@ import pytest
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import LocalFederation
 from tests.support.ports import free_ports
-from certs import tls
+from pki import tls
 from tests.support.results import assert_round_counts, run_metrics
 from tests.support.runs import stop_node
 

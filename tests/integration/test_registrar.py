@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from apps.fjs.local_federation import LocalFederation
-from certs import node_keys
-from certs.register import ControlClient
-from certs.registrar import Registrar
+from pki import node_keys
+from pki.register import ControlClient
+from pki.registrar import Registrar
 from tests.support.ports import free_ports
 from tests.support.results import REPO
 

@@ -130,11 +130,12 @@ def test_key_material_is_made_in_cluster_by_a_narrow_role():
     role = find(BASE, "Role", "certs-init")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["superlink-tls", "supernode-keys"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["superlink-tls", "supernode-keys", "metrics-tls"],
+         "verbs": ["get"]},
     ]
     job = find(BASE, "Job", "certs-init")
     assert pod_spec(job)["serviceAccountName"] == "certs-init"
-    assert pod_spec(job)["containers"][0]["command"][:4] == ["python3", "-m", "certs", "k8s-init"]
+    assert pod_spec(job)["containers"][0]["command"][:4] == ["python3", "-m", "pki", "k8s-init"]
     for workload in workloads(BASE + GPU):
         if workload["metadata"]["name"] != "certs-init":
             assert pod_spec(workload)["automountServiceAccountToken"] is False, "only the certs Job talks to the API"
@@ -149,7 +150,7 @@ def test_node_authentication_is_on_and_each_supernode_gets_the_key_slots():
         keys = next(v for v in spec["volumes"] if v["name"] == mounts["/node-keys"])
         assert keys["secret"]["secretName"] == "supernode-keys" and keys["secret"]["defaultMode"] == 0o440
     register = pod_spec(find(BASE, "Job", "register-nodes"))["containers"][0]
-    assert register["command"][:4] == ["python3", "-m", "certs", "register"]
+    assert register["command"][:4] == ["python3", "-m", "pki", "register"]
 
 
 def test_every_object_carries_the_recommended_labels():
@@ -159,3 +160,42 @@ def test_every_object_carries_the_recommended_labels():
     for workload in workloads(BASE + GPU):
         template = workload["spec"]["template"]["metadata"]["labels"]
         assert {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/version"} <= set(template)
+
+
+def test_every_image_tag_and_version_label_is_the_projects_one_version():
+    """One version string, pyproject.toml's: every manifest's image tag and version label, and compose's
+    FJS_VERSION default, say it (plain `kubectl apply -f k8s` leaves no room for a variable; this names each
+    line a release must change)."""
+    import re
+    import tomllib
+
+    from tests.support.results import REPO
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    found = []
+    for path in sorted(K8S.rglob("*.yaml")) + sorted(REPO.glob("compose*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for tag in re.findall(r"image: flower-jax-stack/[\w-]+:([\w.]+?)(?:-(?:cpu|cuda))?\s*$", line) + \
+                    re.findall(r"app\.kubernetes\.io/version: \"([^\"]+)\"", line) + \
+                    re.findall(r"\$\{FJS_VERSION:-([^}]+)\}", line):
+                found.append((f"{path.relative_to(REPO)}:{number}", tag))
+    assert len(found) > 20, found
+    assert [where for where, tag in found if tag != version] == [], f"set them to {version}"
+
+
+def test_nodes_and_the_superexec_serve_metrics_with_their_own_certificate_to_prometheus_only():
+    for workload in (find(BASE, "StatefulSet", "supernode"), find(GPU, "StatefulSet", "supernode"),
+                     find(BASE, "Deployment", "superexec")):
+        spec, template = pod_spec(workload), workload["spec"]["template"]["metadata"]
+        assert template["annotations"]["prometheus.io/port"] == "9095"
+        assert template["annotations"]["prometheus.io/scheme"] == "https"
+        [container] = spec["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["FJS_METRICS_PORT"] == "9095" and env["FJS_METRICS_CERT"].startswith("/metrics-tls/")
+        secrets = {volume["secret"]["secretName"]: volume["secret"] for volume in spec["volumes"] if "secret" in volume}
+        assert [item["key"] for item in secrets["superlink-tls"]["items"]] == ["ca.crt"], "never the SuperLink's key"
+        assert secrets["metrics-tls"]["optional"] is True, "a cluster whose CA predates metrics-tls still starts"
+    [policy] = [d for d in BASE if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "metrics-ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9095}]
+    assert rule["from"] == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apps.fjs import app_image, cli
-from certs import host_files
+from pki import host_files
 from tests.support.results import REPO
 
 ENTRYPOINTS = REPO / "docker" / "entrypoints"

@@ -14,20 +14,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from certs import node_keys, tls
+from pki import node_keys, tls
 from tests.support.results import REPO
 
 NAMES = ("ca.crt", "ca.key", "server.pem", "server.key")
 
 
 def _cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "certs", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pki", *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "FJS_PUBLIC_HOSTS": "", "CERTS_EXTRA_SANS": "", **env})
 
 
 def _one_line_error(done, code=2):
     assert done.returncode == code, done
-    assert done.stderr.startswith("certs: error: ") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("pki: error: ") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def _snapshot(folder):
@@ -83,7 +83,7 @@ def test_a_certificate_from_another_ca_is_rejected(made, tmp_path_factory):
     shutil.copy(other / "ca.crt", made / "ca.crt")
     assert any("server.pem is not signed by ca.crt" in p for p in tls.verify(made))
     done = _cli("verify", "--dir", str(made))  # one line per problem: foreign CA, and ca.key no longer matches
-    assert done.returncode == 1 and all(line.startswith("certs: error: ") for line in done.stderr.splitlines())
+    assert done.returncode == 1 and all(line.startswith("pki: error: ") for line in done.stderr.splitlines())
     assert "server.pem is not signed by ca.crt" in done.stderr and "ca.key does not belong to ca.crt" in done.stderr
 
 
@@ -131,7 +131,7 @@ def test_uncovered_host_fails_naming_host_and_fix(made):
     _one_line_error(done, code=1)
     assert 'does not cover host "elsewhere.org"' in done.stderr
     ok = _cli("verify", "--dir", str(made), "--host", "localhost", "--host", "10.1.2.3")
-    assert ok.returncode == 0 and ok.stdout.startswith("certs: OK")
+    assert ok.returncode == 0 and ok.stdout.startswith("pki: OK")
 
 
 def test_expired_server_certificate_is_reported(tmp_path):

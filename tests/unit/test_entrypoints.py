@@ -97,7 +97,7 @@ def test_preflight_names_a_missing_ca(tmp_path):
 
 
 def test_preflight_gives_up_on_an_unreachable_superlink_with_what_it_tried(tmp_path):
-    from certs import tls
+    from pki import tls
 
     tls.generate(tmp_path, [])
     port = free_ports(1)[0]
@@ -114,7 +114,7 @@ def test_node_identities_scale_to_200_slots_without_a_knob(tmp_path):
     script = (
         "import os, sys, time; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
         "from identity import identity\n"
-        "from certs import node_keys\n"
+        "from pki import node_keys\n"
         "from pathlib import Path\n"
         "node = identity({'FJS_SLOTS_DIR': sys.argv[3]})\n"
         "node_keys.generate(Path(sys.argv[4]), node.slot, 1, if_absent=True)\n"

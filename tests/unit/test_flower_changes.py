@@ -60,14 +60,17 @@ def test_every_change_is_declared_whole_and_has_its_function_and_tests():
         assert change.targets and change.defect and change.flower == "1.39.0", change.name
         assert all(":" in target.path or target.kind == "module" for target in change.targets), change.name
         assert change.tests and set(change.tests) <= defined, (change.name, set(change.tests) - defined)
+        # The defect on plain Flower, and its cure: a pair for every change, never one test for both sides.
+        assert change.plain_tests and set(change.plain_tests) <= defined, (change.name, change.plain_tests)
+        assert not set(change.plain_tests) & set(change.tests), change.name
+        assert change.summary and "\n" not in change.summary and "|" not in change.summary, change.name
     assert {component for change in flower_changes.CHANGES for component in change.components} == set(
         flower_tuning.COMPONENTS), "every component runs through the registry"
 
 
-def test_the_upgrade_notes_list_every_change():
+def test_the_upgrade_notes_list_every_change_as_the_registry_says():
     notes = (REPO / "docs" / "operations.md").read_text().split("## Upgrading Flower", 1)[1].split("\n## ", 1)[0]
-    missing = [change.name for change in flower_changes.CHANGES if f"| `{change.name}` |" not in notes]
-    assert missing == [], "add them to docs/operations.md, Upgrading Flower"
+    assert flower_changes.markdown() in notes, "regenerate: python docker/entrypoints/flower_changes.py --markdown"
 
 
 # One real target per component, replaced the way a Flower release that changed it would look.
@@ -127,7 +130,8 @@ MISFITS = {
 
 def refusal(component: str, change: str, target: str, what: str) -> str:
     return (f"{component}: error: Flower change '{change}' does not fit its target {target} ({what}): this stack is "
-            "written for flwr 1.39.0 (docs/operations.md, Upgrading Flower); FJS_FLOWER_TUNING=0 runs Flower unchanged")
+            f"written for flwr 1.39.0 (docs/operations.md, Upgrading Flower); FJS_FLOWER_CHANGES_OFF={change} runs "
+            "without it, FJS_FLOWER_TUNING=0 runs Flower unchanged")
 
 
 def run_changed_flower(tmp_path, change: str, then: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -161,6 +165,20 @@ def test_with_the_changes_turned_off_nothing_is_checked_and_flower_runs_unchange
                               {"FJS_FLOWER_TUNING": "0"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage: f" in done.stdout and "does not fit" not in done.stderr
+
+
+def test_a_change_turned_off_by_name_is_not_checked_and_the_others_still_are(tmp_path):
+    misfit, change, target, what = MISFITS["superexec"]
+    done = run_changed_flower(tmp_path, misfit, MAIN.format(component="superexec"), {"FJS_FLOWER_CHANGES_OFF": change})
+    assert done.returncode == 0 and "usage: flower-superexec" in done.stdout, done.stderr[-2000:]
+    # Another change turned off: the misfit one is still checked, and refused.
+    done = run_changed_flower(tmp_path, misfit, MAIN.format(component="superexec"),
+                              {"FJS_FLOWER_CHANGES_OFF": "pools_start_fresh"})
+    assert (done.returncode, done.stderr.strip()) == (1, refusal("superexec", change, target, what))
+    done = run_changed_flower(tmp_path, "", MAIN.format(component="superexec"),
+                              {"FJS_FLOWER_CHANGES_OFF": "serverapps_through_this_module, no_such_change"})
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("superexec: error: FJS_FLOWER_CHANGES_OFF names no change 'no_such_change': ")
 
 
 def test_no_change_acts_before_every_target_of_the_component_is_checked(tmp_path):
@@ -350,3 +368,166 @@ def test_clientapp_process_pools_spawn():
     done = subprocess.run([sys.executable, "-c", script, str(ENTRYPOINTS)], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "spawn", done.stderr[-2000:]
+
+
+class _Refused(grpc.RpcError):
+    """ActivateNode refused, as Flower's SuperLink sends it (rpc_error_translator's status and payload)."""
+
+    def __init__(self, code: int):
+        from flwr.supercore.error.base import FlowerError
+        from flwr.supercore.error.catalog import API_ERROR_MAP
+        from flwr.supercore.error.grpc import _flower_error_to_grpc_json
+
+        spec = API_ERROR_MAP[code]
+        self._status, self._details = spec.status_code, _flower_error_to_grpc_json(
+            FlowerError(code, "key not registered"), spec.public_message)
+
+    def code(self) -> grpc.StatusCode:
+        return self._status
+
+    def details(self) -> str:
+        return self._details
+
+
+def _activate_against_a_refusing_superlink(node, refusals: int) -> tuple[list, object]:
+    """The node's connection invoker (Flower's own, as its loop makes it) calling an ActivateNode that the
+    SuperLink refuses `refusals` times, then accepts."""
+    from flwr.supercore.error.base import ApiErrorCode
+
+    calls = []
+
+    def activate():
+        calls.append(1)
+        if len(calls) <= refusals:
+            raise _Refused(ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED)
+        return "activated"
+
+    invoker = node._make_fleet_connection_retry_invoker()
+    invoker.wait_function = lambda seconds: None  # no real waiting in a unit test; the pause is checked apart
+    try:
+        return calls, invoker.invoke(activate)
+    except (grpc.RpcError, SystemExit) as ended:
+        return calls, ended
+
+
+def test_plain_flower_ends_a_node_at_its_first_refused_activation():
+    from flwr.supernode import start_client_internal as node
+
+    calls, ended = _activate_against_a_refusing_superlink(node, refusals=2)
+    assert calls == [1] and isinstance(ended, _Refused), "one refusal ends the node: the container crash-loops"
+
+
+def test_a_refused_activation_is_asked_again_then_ends_the_node_with_one_line(tuning, monkeypatch, capsys):
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(node, "make_simple_grpc_retry_invoker", node.make_simple_grpc_retry_invoker)  # undone
+    tuning.activation_retried_while_refused(60.0, "/keys/node-5.pub")
+    calls, result = _activate_against_a_refusing_superlink(node, refusals=2)
+    assert (calls, result) == ([1, 1, 1], "activated"), "asked again until the key was registered"
+    assert capsys.readouterr().err.count("supernode: activation refused (key not registered yet") == 2
+
+    # Between refusals the node waits the short pause, not Flower's backoff (which grows to 20 s).
+    import time
+
+    monkeypatch.setattr(tuning, "REFUSAL_PAUSE_SECONDS", 0.05)
+    invoker = node.make_simple_grpc_retry_invoker()
+    assert invoker.should_giveup(_Refused(2004)) is False
+    started = time.monotonic()
+    invoker.wait_function(20.0)
+    assert time.monotonic() - started < 5.0
+
+    monkeypatch.setattr(node, "make_simple_grpc_retry_invoker", node.make_simple_grpc_retry_invoker)
+    tuning.activation_retried_while_refused(0.0, "/keys/node-5.pub")
+    calls, ended = _activate_against_a_refusing_superlink(node, refusals=2)
+    assert calls == [1] and isinstance(ended, SystemExit)
+    assert ended.code.startswith("supernode: error: the SuperLink refused to activate this node (code 2004/2001)")
+    assert "/keys/node-5.pub is not registered" in ended.code and "\n" not in ended.code
+
+
+# A real SuperLink state on a file, its Fleet API's own PullMessages handler, and a count of the state's
+# claim transactions (each empty poll of plain Flower is one). Prints what each step saw.
+POLLS = r"""
+import json, logging, sys
+sys.path.insert(0, sys.argv[1])
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+claims = []
+claim = SqlLinkState._claim_message_ins_rows
+def counted(self, *args, **kwargs):
+    claims.append(1)
+    return claim(self, *args, **kwargs)
+SqlLinkState._claim_message_ins_rows = counted
+if sys.argv[3] == "changed":
+    import flower_tuning
+    flower_tuning.empty_polls_skip_the_state()
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.server.superlink.fleet.message_handler import message_handler as fleet
+from flwr.proto.fleet_pb2 import PullMessagesRequest
+from flwr.proto.node_pb2 import Node
+from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, NOOP_FLWR_AID
+from flwr.supercore.constant import NOOP_FEDERATION_ID
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+db = sys.argv[2]
+stores = ObjectStoreFactory(db)
+state, store = LinkStateFactory(db, NoOpFederationManager(), stores).state(), stores.store()
+a, b = [state.create_node(NOOP_FLWR_AID, "acct", f"key-{i}".encode(), 30) for i in range(2)]
+for node_id in (a, b):
+    state.activate_node(node_id, 30)
+run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, NOOP_FLWR_AID, "serverapp")
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
+
+def instruction(node_id, how):
+    message = Message(RecordDict(), dst_node_id=node_id, message_type="train")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    if how == "runtime-api":  # as the ServerApp's PushMessages stores it: one transaction with its tree
+        state.store_message_and_object_tree(message, get_object_tree(message), state.start_session(run_id))
+    else:
+        store.preregister(run_id, get_object_tree(message))
+        state.store_message_ins(message)
+    for object_id, part in get_all_nested_objects(message).items():
+        store.put(object_id, part.deflate())
+    return message.metadata.message_id
+
+def polls(node_id, count):
+    before = len(claims)
+    got = [m.metadata.message_id for _ in range(count)
+           for m in fleet.pull_messages(PullMessagesRequest(node=Node(node_id=node_id)), state, store).messages_list]
+    return {"claims": len(claims) - before, "got": got}
+
+seen = {"idle": polls(a, 50)}
+first = instruction(a, "store")
+seen["after a store"] = {**polls(a, 5), "sent": [first]}
+instruction(b, "runtime-api")
+seen["after a store for another node"] = polls(a, 5)
+second, third = instruction(a, "runtime-api"), instruction(a, "store")
+seen["after two stores"] = {**polls(a, 5), "sent": [second, third]}
+print(json.dumps(seen))
+"""
+
+
+def _polls(tmp_path, mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", POLLS, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_plain_flower_runs_a_state_transaction_for_every_empty_poll(tmp_path):
+    seen = _polls(tmp_path, "plain")
+    assert seen["idle"] == {"claims": 50, "got": []}, "50 empty polls, 50 claim transactions"
+    assert seen["after a store"]["got"] == seen["after a store"]["sent"]
+
+
+def test_an_idle_nodes_polls_skip_the_state_and_a_stored_instruction_is_still_delivered(tmp_path):
+    seen = _polls(tmp_path, "changed")
+    assert seen["idle"] == {"claims": 1, "got": []}, "the first poll looks; the other 49 are answered from memory"
+    assert seen["after a store"]["got"] == seen["after a store"]["sent"], "a store makes the next poll look"
+    assert seen["after a store"]["claims"] == 2, "one look finds it, the next finds nothing more: idle again"
+    assert seen["after a store for another node"] == {"claims": 0, "got": []}, "another node's work: no look"
+    stores = seen["after two stores"]
+    assert stores["got"] == stores["sent"], "both delivered, one per poll, in order (limit 1: a full answer looks again)"
+    assert stores["claims"] == 3, "two looks that found one each, one that found nothing"

@@ -181,7 +181,7 @@ def test_run_metrics_come_from_what_the_app_writes_each_round(tmp_path):
 
 
 def test_metrics_are_served_over_tls_and_a_bad_certificate_is_one_line(tmp_path, capfd):
-    from certs import tls
+    from pki import tls
 
     made = tls.generate(tmp_path, [])
     port = free_ports(1)[0]
@@ -247,3 +247,39 @@ def test_alerts_grafana_and_the_dashboard_ask_only_for_metrics_the_stack_exports
     rules = yaml.safe_load(sources["alerts.yml"])["groups"][0]["rules"]
     assert {rule["alert"] for rule in rules} == {"SuperNodeLost", "RoundStalled", "StageFailures", "SuperLinkDown"}
     json.loads(sources["grafana-dashboard.json"])
+
+
+def test_a_fleet_call_that_succeeds_after_failed_tries_counts_as_a_reconnect(monkeypatch):
+    import grpc
+
+    import flower_tuning
+    import metrics_supernode
+    from flwr.supernode import start_client_internal as node
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+    monkeypatch.setattr(node, "make_simple_grpc_retry_invoker", node.make_simple_grpc_retry_invoker)  # undone
+    monkeypatch.setattr(InMemoryNodeState, "store_message", InMemoryNodeState.store_message)
+    flower_tuning.supernode_metrics()
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    def flaky(failures: int):
+        left = [Unavailable()] * failures
+
+        def call():
+            if left:
+                raise left.pop()
+            return "ok"
+
+        return call
+
+    invoker = node._make_fleet_connection_retry_invoker()  # the node loop's own invoker
+    invoker.wait_function = lambda seconds: None
+    key = "fjs_supernode_reconnects_total{}"
+    before = _samples(metrics_supernode.registry()).get(key, 0)
+    assert invoker.invoke(flaky(0)) == "ok"
+    assert _samples(metrics_supernode.registry()).get(key, 0) == before, "a first-try success is no reconnect"
+    assert invoker.invoke(flaky(2)) == "ok"
+    assert _samples(metrics_supernode.registry())[key] == before + 1

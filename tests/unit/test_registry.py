@@ -22,7 +22,7 @@ import registry  # noqa: E402
 NOT_SETTINGS = {"PATH"}
 ENV_LIKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # FJS_X, XLA_FLAGS: a string that can only be a variable
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
-PYTHON = ["docker/entrypoints/*.py", "certs/*.py", "apps/fjs/*.py"]
+PYTHON = ["docker/entrypoints/*.py", "pki/*.py", "apps/fjs/*.py"]
 
 
 def _is_environ(node: ast.AST | None) -> bool:

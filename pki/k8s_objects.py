@@ -1,6 +1,8 @@
 """Create the stack's key material as Kubernetes objects from inside a Job, once each:
 
     Secret superlink-tls            ca.crt, server.pem, server.key (what the SuperLink serves with)
+    Secret metrics-tls              ca.crt, metrics.pem, metrics.key (the SuperNodes' and the SuperExec's
+                                    metrics endpoints: their pods never hold the SuperLink's key)
     Secret supernode-keys           node-<slot>.key for each node slot (each pod uses its own)
     ConfigMap supernode-public-keys node-<slot>.pub (what the register Job registers; not secret)
 
@@ -36,8 +38,16 @@ def ensure_objects(tls_name: str, sans: list[str], node_slots: int, namespace: s
             made = tls.generate(folder, sans)
             _create(namespace, "secrets", tls_name, {made[k].name: made[k].read_bytes() for k in ("ca_cert", "server_cert", "server_key")})
             outcome[f"Secret/{tls_name}"] = "created"
+            # Made with the CA, the one moment its key exists: the nodes' metrics certificate.
+            metrics = tls.issue(folder, "metrics", metrics_sans(namespace))
+            _create(namespace, "secrets", "metrics-tls", {"ca.crt": made["ca_cert"].read_bytes(),
+                                                          **{metrics[k].name: metrics[k].read_bytes() for k in ("cert", "key")}})
+            outcome["Secret/metrics-tls"] = "created"
         else:
             outcome[f"Secret/{tls_name}"] = "kept"
+            outcome["Secret/metrics-tls"] = "kept" if not _missing(namespace, "secrets", "metrics-tls") else (
+                "not made: it is signed when the CA is made (delete Secret superlink-tls and rerun this Job for "
+                "SuperNode and SuperExec metrics)")
         if node_slots and _missing(namespace, "secrets", "supernode-keys"):
             private = node_keys.generate(folder, 0, node_slots)
             _create(namespace, "configmaps", "supernode-public-keys", {p.with_suffix(".pub").name: p.with_suffix(".pub").read_bytes() for p in private})
@@ -46,6 +56,12 @@ def ensure_objects(tls_name: str, sans: list[str], node_slots: int, namespace: s
         elif node_slots:
             outcome["Secret/supernode-keys"] = "kept"
     return outcome
+
+
+def metrics_sans(namespace: str) -> list[str]:
+    """Names a scraper may check the nodes' and the SuperExec's metrics certificate against."""
+    return ["supernode", "superexec", f"*.supernode.{namespace}.svc", f"*.supernode.{namespace}.svc.cluster.local",
+            f"superexec.{namespace}.svc"]
 
 
 def _missing(namespace: str, resource: str, name: str) -> bool:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import files
-from .files import CertError  # re-exported: callers catch certs.tls.CertError
+from .files import CertError  # re-exported: callers catch pki.tls.CertError
 
 __all__ = ["CertError", "generate", "verify", "paths", "load_cert", "san_names", "fingerprint"]
 
@@ -102,10 +102,10 @@ def issue(directory: Path, name: str, sans: list[str], days: int = 825, force: b
         raise CertError(f"{cert_path} already exists: pass --force to replace it")
     ca_path, ca_key_path = paths(directory)["ca_cert"], paths(directory)["ca_key"]
     if not ca_key_path.is_file():
-        raise CertError(f"{ca_key_path} is missing: certificates are issued where the CA was made (`python -m certs init`)")
+        raise CertError(f"{ca_key_path} is missing: certificates are issued where the CA was made (`python -m pki init`)")
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     if load_cert(ca_path).public_key().public_numbers() != ca_key.public_key().public_numbers():
-        raise CertError(f"{ca_key_path} does not belong to {ca_path}: run `python -m certs init --force`")
+        raise CertError(f"{ca_key_path} does not belong to {ca_path}: run `python -m pki init --force`")
     names = [_general_name(n) for n in sans_from(sans, [])]
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     key, cert = _server_pair(name, names, ca_key, dt.datetime.now(dt.timezone.utc), days, usage)
@@ -137,9 +137,9 @@ def load_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(Path(path).read_bytes())
     except FileNotFoundError:
-        raise CertError(f"{path} not found: create it with `python -m certs init`") from None
+        raise CertError(f"{path} not found: create it with `python -m pki init`") from None
     except ValueError:
-        raise CertError(f"{path} is not a PEM certificate: regenerate with `python -m certs init --force`") from None
+        raise CertError(f"{path} is not a PEM certificate: regenerate with `python -m pki init --force`") from None
 
 
 def san_names(cert: x509.Certificate) -> list[str]:
@@ -173,10 +173,10 @@ def verify(directory: Path, hosts: list[str] = (), now: dt.datetime | None = Non
         ca.public_key().verify(server.signature, server.tbs_certificate_bytes, ec.ECDSA(server.signature_hash_algorithm))
     except (InvalidSignature, TypeError, ValueError):  # TypeError/ValueError: not an EC CA at all
         problems.append("server.pem is not signed by ca.crt: use the CA that issued it, "
-                        "or regenerate both with `python -m certs init --force`")
+                        "or regenerate both with `python -m pki init --force`")
     for name, cert in (("ca.crt", ca), ("server.pem", server)):
         if now > cert.not_valid_after_utc:
-            problems.append(f"{name} expired on {cert.not_valid_after_utc:%Y-%m-%d}: renew with `python -m certs init --force`")
+            problems.append(f"{name} expired on {cert.not_valid_after_utc:%Y-%m-%d}: renew with `python -m pki init --force`")
         elif now < cert.not_valid_before_utc:
             problems.append(f"{name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: check this host's clock")
     for key_name, cert in (("server_key", server), ("ca_key", ca)):
@@ -186,7 +186,7 @@ def verify(directory: Path, hosts: list[str] = (), now: dt.datetime | None = Non
     for host in hosts:
         if not _covers(covered, host):
             problems.append(f'server.pem does not cover host "{host}" (SANs: {", ".join(covered)}): '
-                            f"re-run `python -m certs init --force --san {host}`")
+                            f"re-run `python -m pki init --force --san {host}`")
     if not problems:  # the simple checks pass: now what a TLS client does (path building, extensions)
         problems += _full_verification(ca, server, list(hosts) or covered[:1], now)
     return problems
@@ -196,17 +196,17 @@ def _key_mismatch(key_path: Path, cert: x509.Certificate, required: bool) -> str
     """ca.key may be absent (kept offline); server.key must exist. A key this user cannot read
     (handed to the service user by --chown) is skipped rather than reported."""
     if not key_path.exists():
-        return f"{key_path.name} is missing: regenerate with `python -m certs init --force`" if required else None
+        return f"{key_path.name} is missing: regenerate with `python -m pki init --force`" if required else None
     if not os.access(key_path, os.R_OK):
         return None
     try:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (ValueError, TypeError):
-        return f"{key_path.name} is not an unencrypted PEM private key: regenerate with `python -m certs init --force`"
+        return f"{key_path.name} is not an unencrypted PEM private key: regenerate with `python -m pki init --force`"
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
         cert_name = "server.pem" if key_path.name == "server.key" else "ca.crt"
-        return f"{key_path.name} does not belong to {cert_name}: regenerate both with `python -m certs init --force`"
+        return f"{key_path.name} does not belong to {cert_name}: regenerate both with `python -m pki init --force`"
     return None
 
 
@@ -223,7 +223,7 @@ def _full_verification(ca: x509.Certificate, server: x509.Certificate, hosts: li
         try:
             builder.build_server_verifier(subject).verify(server, [])
         except (VerificationError, ValueError) as err:
-            problems.append(f'X.509 path validation for "{host}" failed ({err}): regenerate with `python -m certs init --force`')
+            problems.append(f'X.509 path validation for "{host}" failed ({err}): regenerate with `python -m pki init --force`')
     return problems
 
 

@@ -56,7 +56,7 @@ def fingerprint(public: Path) -> str:
     """SHA256:<base64>, as `ssh-keygen -lf` prints it (hash of the key blob in the .pub line)."""
     fields = public.read_text().split()
     if len(fields) < 2:
-        raise CertError(f"{public} is not an OpenSSH public key line: recreate it with `python -m certs node-keys --force`")
+        raise CertError(f"{public} is not an OpenSSH public key line: recreate it with `python -m pki node-keys --force`")
     digest = hashlib.sha256(base64.b64decode(fields[1])).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 

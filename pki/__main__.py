@@ -1,4 +1,4 @@
-"""python -m certs {init,issue,show,verify,node-keys,k8s-init}: errors are one line on stderr, never a traceback.
+"""python -m pki {init,issue,show,verify,node-keys,k8s-init}: errors are one line on stderr, never a traceback.
 
 Exit codes: 0 done, 1 `verify` found problems, 2 usage error or refusal.
 """
@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse's usage errors as our one line (subcommand parsers inherit this class)."""
 
     def error(self, message: str):
-        self.exit(2, f"certs: error: {message}: see `{self.prog} --help`\n")
+        self.exit(2, f"pki: error: {message}: see `{self.prog} --help`\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(args.handler(args))
     except (tls.CertError, OSError, ValueError) as err:
-        print(f"certs: error: {_one_line(err)}", file=sys.stderr)
+        print(f"pki: error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -57,7 +57,7 @@ def _at_least(low: int):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m certs", description="Certificates and keys for the stack.")
+    parser = _Parser(prog="python -m pki", description="Certificates and keys for the stack.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="create the CA and the SuperLink certificate")
@@ -135,27 +135,27 @@ def _init(args) -> int:
         if missing:
             raise tls.CertError(f"{args.out} has only part of the certificates (missing {', '.join(missing)}): "
                                 "--force regenerates all four")
-        print(f"certs: kept existing certificates in {args.out}")
+        print(f"pki: kept existing certificates in {args.out}")
         return 0
     tls.generate(args.out, args.san, args.days, force=args.force)
     if args.chown:  # what the services read; the CA key stays with the operator (root in the init container)
         files.chown([path for key, path in targets.items() if key != "ca_key"], args.chown)
     ca, server = tls.load_cert(targets["ca_cert"]), tls.load_cert(targets["server_cert"])
-    print(f"certs: wrote ca.crt, ca.key, server.pem, server.key to {args.out} (keys 0600)")
-    print(f"certs: SANs {', '.join(tls.san_names(server))}")
-    print(f"certs: server.pem valid until {server.not_valid_after_utc:%Y-%m-%d}, ca.crt until {ca.not_valid_after_utc:%Y-%m-%d}")
+    print(f"pki: wrote ca.crt, ca.key, server.pem, server.key to {args.out} (keys 0600)")
+    print(f"pki: SANs {', '.join(tls.san_names(server))}")
+    print(f"pki: server.pem valid until {server.not_valid_after_utc:%Y-%m-%d}, ca.crt until {ca.not_valid_after_utc:%Y-%m-%d}")
     return 0
 
 
 def _issue(args) -> int:
     cert = args.dir / f"{args.name}.pem"
     if args.if_absent and cert.exists():
-        print(f"certs: kept {cert}")
+        print(f"pki: kept {cert}")
         return 0
     made = tls.issue(args.dir, args.name, args.san, args.days, force=args.force, client=args.client)
     if args.chown:
         files.chown(list(made.values()), args.chown)
-    print(f"certs: wrote {made['cert']} and {made['key']} (SANs {', '.join(tls.san_names(tls.load_cert(made['cert'])))})")
+    print(f"pki: wrote {made['cert']} and {made['key']} (SANs {', '.join(tls.san_names(tls.load_cert(made['cert'])))})")
     return 0
 
 
@@ -181,11 +181,11 @@ def _show(args) -> int:
 def _verify(args) -> int:
     problems = tls.verify(args.dir, args.host)
     for problem in problems:
-        print(f"certs: error: {problem}", file=sys.stderr)
+        print(f"pki: error: {problem}", file=sys.stderr)
     if not problems:
         hosts = f", covers {', '.join(args.host)}" if args.host else ""
         key = "server.key matches" if os.access(tls.paths(args.dir)["server_key"], os.R_OK) else "server.key not readable here"
-        print(f"certs: OK: server.pem is signed by ca.crt, both in date, {key}{hosts}")
+        print(f"pki: OK: server.pem is signed by ca.crt, both in date, {key}{hosts}")
     return 1 if problems else 0
 
 
@@ -196,7 +196,7 @@ def _node_keys(args) -> int:
     slots = range(args.start, args.start + args.count)
     made = [int(p.stem.split("-")[1]) for p in created]
     kept = [slot for slot in slots if slot not in made]
-    print(f"certs: node keys in {args.dir / node_keys.FOLDER}: created slots {', '.join(map(str, made)) or 'none'}; "
+    print(f"pki: node keys in {args.dir / node_keys.FOLDER}: created slots {', '.join(map(str, made)) or 'none'}; "
           f"kept {', '.join(map(str, kept)) or 'none'}")
     return 0
 
@@ -206,9 +206,9 @@ def _register(args) -> int:
 
     keys = node_keys.public_keys(args.dir)
     if not keys:
-        raise tls.CertError(f"no node-keys/node-*.pub in {args.dir}: create them with `python -m certs node-keys`")
+        raise tls.CertError(f"no node-keys/node-*.pub in {args.dir}: create them with `python -m pki node-keys`")
     added, known = register_keys(keys, args.address, args.ca or args.dir / "ca.crt")
-    print(f"certs: registered {len(added)} node keys at {args.address} ({len(known)} were already registered)")
+    print(f"pki: registered {len(added)} node keys at {args.address} ({len(known)} were already registered)")
     if args.done_file:
         files.write(args.done_file, "".join(f"{key.stem}\n" for key in keys).encode(), 0o644)
     return 0
@@ -225,7 +225,7 @@ def _k8s_init(args) -> int:
     from .k8s_objects import ensure_objects
 
     for name, outcome in ensure_objects(args.tls_secret, args.san, args.node_slots, args.namespace).items():
-        print(f"certs: {name}: {outcome}")
+        print(f"pki: {name}: {outcome}")
     return 0
 
 

@@ -2,7 +2,7 @@
 keys of slots that no node has held for a while (a scale down), so any number of nodes can join,
 after any number of scale cycles, with no key made or registered by hand.
 
-    python -m certs registrar --keys /node-keys --slots /slots --address superlink-control:9093 --ca /certs/ca.crt
+    python -m pki registrar --keys /node-keys --slots /slots --address superlink-control:9093 --ca /certs/ca.crt
 
 Keys live in a volume shared by this host's SuperNodes (never in an image, the host's source tree or
 git): a node that takes slot k (identity.py) makes node-k.key/.pub there if absent and waits for

@@ -1,7 +1,7 @@
 """What the stack writes on the operator's disk stays the operator's: run by compose's one-shot `init` (root,
 no network) before any service starts.
 
-    python3 -m certs.host_files --service-uid 10001 [--writable FOLDER] [--give FILE] FOLDER...
+    python3 -m pki.host_files --service-uid 10001 [--writable FOLDER] [--give FILE] FOLDER...
 
 The operator is whoever owns the first FOLDER that is not root's (a folder Docker made for a missing bind
 mount is root's: the next one decides, e.g. the repository's certs/). Each folder is handed to the operator,
@@ -79,7 +79,7 @@ def hand_over(folder: Path, operator: tuple[int, int], service_uid: int, writabl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python3 -m certs.host_files", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m pki.host_files", description=__doc__.split("\n\n")[0])
     parser.add_argument("--service-uid", type=int, required=True, help="the containers' user (10001)")
     parser.add_argument("--writable", type=Path, action="append", default=[], help="a folder the services write in")
     parser.add_argument("--give", type=Path, action="append", default=[],

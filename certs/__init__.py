@@ -1,5 +1,0 @@
-"""certs: the stack's certificate and key tooling (CA, SuperLink TLS certificate, SuperNode auth keys).
-
-Run as `python -m certs --help`. Generated files land beside this package by default and are
-git-ignored; private keys are written 0600.
-"""
