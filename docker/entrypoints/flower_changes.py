@@ -108,12 +108,14 @@ def sets_pragma(name: str) -> Callable[[object], str | None]:
     return check
 
 
-def has_members(names: tuple[str, ...]) -> Callable[[object], str | None]:
+def has_attributes(names: tuple[str, ...]) -> Callable[[object], str | None]:
+    """The class (or enum) has these members: columns a change queries, codes it reads."""
+
     def check(value: object) -> str | None:
         missing = [name for name in names if not hasattr(value, name)]
-        return f"no member {', '.join(missing)}" if missing else None
+        return f"no attribute {', '.join(missing)}" if missing else None
 
-    check.__name__ = f"has_members{names!r}"
+    check.__name__ = f"has_attributes{names!r}"
     return check
 
 
@@ -187,6 +189,36 @@ CHANGES: tuple[Change, ...] = (
                "test_runs_train_on_partitions_0_to_n_after_any_scale_sequence"),
         plain_tests=(
             "test_plain_flower_counts_nodes_that_left_while_no_superlink_heard_them_and_adds_mid_run_joiners",),
+    ),
+    Change(
+        name="calls_lost_to_a_restart_answered",
+        summary=("an instruction a crashed node had received is never answered if the node is back before the "
+                 "ServerApp asks: the stage waits for round-timeout"),
+        components=("superlink",),
+        targets=(
+            Target("flwr.server.superlink.linkstate.sql_linkstate:SqlLinkState.get_message_res",
+                   parameters=("self", "message_ids", "run_id"), exact=True),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:SqlLinkState.session"),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:MessageInsModel", kind="class",
+                   holds=has_attributes(("message_id", "dst_node_id", "delivered_at"))),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:NodeModel", kind="class",
+                   holds=has_attributes(("node_id", "last_activated_at"))),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:select"),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:_message_model_to_dict"),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:convert_sint64_values_in_dict_to_uint64"),
+            Target("flwr.server.superlink.linkstate.sql_linkstate:dict_to_message"),
+            Target("flwr.server.superlink.linkstate.utils:create_message_error_unavailable_res_message",
+                   parameters=("ins_metadata", "error_type"), exact=True),
+        ),
+        defect="Flower answers an instruction whose node went away with a `node_unavail` error only while the "
+               "node is offline when the ServerApp asks. A node restarted with the same key (compose's restart "
+               "policy, a deleted pod) is activated again as soon as its old session lapses, often before the "
+               "ServerApp's next look, and the instruction its old session had received is never answered: the "
+               "stage waits for round-timeout. Here an instruction delivered before the node's latest "
+               "activation, without a reply, gets that same error.",
+        tests=("test_an_instruction_lost_to_a_node_restart_is_answered_with_node_unavailable",
+               "test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls"),
+        plain_tests=("test_plain_flower_never_answers_an_instruction_lost_to_a_quick_node_restart",),
     ),
     Change(
         name="empty_polls_skip_the_state",
@@ -329,7 +361,7 @@ CHANGES: tuple[Change, ...] = (
             Target("flwr.supercore.retry:RetryInvoker.__init__", parameters=("should_giveup", "wait_function")),
             Target("flwr.supercore.error.base:FlowerError.from_json", parameters=("value",), exact=True),
             Target("flwr.supercore.error.base:ApiErrorCode", kind="class",
-                   holds=has_members(("FLEET_NODE_ACTIVATION_FAILED", "FLEET_SUPERNODE_REGISTRATION_DISABLED"))),
+                   holds=has_attributes(("FLEET_NODE_ACTIVATION_FAILED", "FLEET_SUPERNODE_REGISTRATION_DISABLED"))),
         ),
         defect="A node whose activation the SuperLink refuses (its key not registered yet, or its old session "
                "still online for a minute after a crash) exits at once with a traceback, and the container "

@@ -451,6 +451,39 @@ def empty_polls_skip_the_state() -> None:
         state_class.store_message_and_object_tree = store_message_and_object_tree
 
 
+def calls_lost_to_a_restart_answered() -> None:
+    """SuperLink: an instruction its node received in a session that ended (a crash, a killed pod) is
+    answered with Flower's own `node_unavail` error once the node has been activated again. Flower answers
+    it only if the ServerApp happens to ask while the node is offline; a node restarted with the same key
+    can be back within that window, and the stage then waits for its round-timeout."""
+    from datetime import datetime
+
+    from flwr.server.superlink.linkstate import sql_linkstate as sql
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    get = sql.SqlLinkState.get_message_res
+
+    def get_message_res(self, message_ids, run_id, _get=get):
+        asked = set(message_ids)
+        replies = _get(self, message_ids, run_id)
+        pending = asked - {reply.metadata.reply_to_message_id for reply in replies}
+        if not pending:
+            return replies
+        with self.session() as session:
+            lost = [sql._message_model_to_dict(model) for model, activated in session.execute(
+                sql.select(sql.MessageInsModel, sql.NodeModel.last_activated_at)
+                .join(sql.NodeModel, sql.NodeModel.node_id == sql.MessageInsModel.dst_node_id)
+                .where(sql.MessageInsModel.message_id.in_(pending), sql.MessageInsModel.delivered_at != "")
+            ).all() if activated and datetime.fromisoformat(activated) > datetime.fromisoformat(model.delivered_at)]
+        for row in lost:
+            sql.convert_sint64_values_in_dict_to_uint64(row, ["run_id", "src_node_id", "dst_node_id"])
+            replies.append(create_message_error_unavailable_res_message(sql.dict_to_message(row).metadata,
+                                                                        "node_unavail"))
+        return replies
+
+    sql.SqlLinkState.get_message_res = get_message_res
+
+
 def node_config_from_the_run(take_partition: bool) -> None:
     """SuperNode: a run's node config carries the partition the SuperLink gave this node for that run
     (`partition-id`, `num-partitions`); a node with explicit ids (PARTITION_ID, own data) keeps its own."""

@@ -531,3 +531,62 @@ def test_an_idle_nodes_polls_skip_the_state_and_a_stored_instruction_is_still_de
     stores = seen["after two stores"]
     assert stores["got"] == stores["sent"], "both delivered, one per poll, in order (limit 1: a full answer looks again)"
     assert stores["claims"] == 3, "two looks that found one each, one that found nothing"
+
+
+# A node receives an instruction, its session ends without a reply (a crash), and it is activated again
+# (its key's restart) before the ServerApp asks for the reply: the ServerApp's look, on Flower's own state.
+RESTART = r"""
+import json, logging, sys, time
+sys.path.insert(0, sys.argv[1])
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+if sys.argv[3] == "changed":
+    import flower_tuning
+    flower_tuning.calls_lost_to_a_restart_answered()
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, NOOP_FLWR_AID
+from flwr.supercore.constant import NOOP_FEDERATION_ID
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.inflatable.inflatable_object import get_object_tree
+db = sys.argv[2]
+stores = ObjectStoreFactory(db)
+state, store = LinkStateFactory(db, NoOpFederationManager(), stores).state(), stores.store()
+lost, steady = [state.create_node(NOOP_FLWR_AID, "acct", f"key-{i}".encode(), 30) for i in range(2)]
+state.activate_node(lost, 0.2)  # a short heartbeat window, so its session lapses within a second
+state.activate_node(steady, 30)
+run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, NOOP_FLWR_AID, "serverapp")
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
+ids = {}
+for name, node_id in (("lost", lost), ("steady", steady)):
+    message = Message(RecordDict(), dst_node_id=node_id, message_type="train")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    store.preregister(run_id, get_object_tree(message))
+    state.store_message_ins(message)
+    [received] = state.get_message_ins(node_id, limit=1)  # each node's session receives its instruction
+    ids[name] = received.metadata.message_id
+time.sleep(1.0)  # the lost node's session lapses: it is offline ...
+assert state.activate_node(lost, 30)  # ... and its restart is activated before the ServerApp looks
+answers = state.get_message_res(set(ids.values()), run_id)
+print(json.dumps({"lost": [a.error.code for a in answers if a.metadata.reply_to_message_id == ids["lost"]],
+                  "steady": [a.error.code for a in answers if a.metadata.reply_to_message_id == ids["steady"]]}))
+"""
+
+
+def _restart(tmp_path, mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", RESTART, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_plain_flower_never_answers_an_instruction_lost_to_a_quick_node_restart(tmp_path):
+    assert _restart(tmp_path, "plain") == {"lost": [], "steady": []}, "no answer: the stage waits for its timeout"
+
+
+def test_an_instruction_lost_to_a_node_restart_is_answered_with_node_unavailable(tmp_path):
+    from flwr.common.constant import ErrorCode
+
+    seen = _restart(tmp_path, "changed")
+    assert seen == {"lost": [ErrorCode.NODE_UNAVAILABLE], "steady": []}, "the running call is left alone"
