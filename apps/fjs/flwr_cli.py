@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import control_api
 from .paths import REPO
 
 
@@ -69,17 +70,19 @@ class FlwrCli:
     def run_info(self, run_id: int) -> dict:
         return next(run for run in self.runs() if int(run["run-id"]) == run_id)
 
+    def status(self, run_id: int) -> str:
+        """The run's status ('running', 'finished:completed', ...), read in this process: cheap enough to poll."""
+        return control_api.run_status(self.connection, self.flwr_home, run_id)[0]
+
     def wait(self, run_id: int, timeout: float = 900, poll: float = 2.0) -> dict:
         """Block until the run is finished; returns its `flwr ls` entry (status 'finished:<outcome>')."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                info = self.run_info(run_id)
-            except (FlwrError, subprocess.TimeoutExpired):  # a busy host or a restarting SuperLink: ask again
-                time.sleep(poll)
-                continue
-            if str(info["status"]).startswith("finished"):
-                return info
+                if self.status(run_id).startswith("finished"):
+                    return self.run_info(run_id)
+            except (control_api.ControlApiError, FlwrError, subprocess.TimeoutExpired):  # a busy host or a
+                pass  # restarting SuperLink: ask again
             time.sleep(poll)
         raise FlwrError(f"run {run_id} did not finish within {timeout:.0f} s")
 
@@ -92,16 +95,20 @@ class FlwrCli:
     def online_nodes(self) -> list[dict]:
         return [node for node in self.nodes() if node.get("status") == "online"]
 
-    def wait_for_nodes(self, count: int, timeout: float = 120, exactly: bool = False) -> list[dict]:
+    def online_count(self) -> int:
+        """How many SuperNodes are online, read in this process: cheap enough to poll."""
+        return control_api.node_statuses(self.connection, self.flwr_home).count("online")
+
+    def wait_for_nodes(self, count: int, timeout: float = 120, exactly: bool = False) -> None:
         """Until `count` SuperNodes are online (at least, or `exactly` that many)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                online = self.online_nodes()
-            except FlwrError:
-                online = []  # SuperLink still starting
-            if len(online) == count or (len(online) > count and not exactly):
-                return online
+                online = self.online_count()
+            except control_api.ControlApiError:
+                online = 0  # SuperLink still starting
+            if online == count or (online > count and not exactly):
+                return
             if time.monotonic() > deadline:
-                raise FlwrError(f"{len(online)} SuperNodes online, not {count}, after {timeout:.0f} s")
+                raise FlwrError(f"{online} SuperNodes online, not {count}, after {timeout:.0f} s")
             time.sleep(1)

@@ -84,11 +84,11 @@ def follow(cli, run_id: int, outputs: Path, timeout: float = 7200, poll: float =
 
     while True:
         show_new_rounds()
-        try:
-            info = cli.run_info(run_id)
+        try:  # the cheap status read each time; `flwr ls`'s whole entry once it has finished
+            info = cli.run_info(run_id) if cli.status(run_id).startswith("finished") else None
         except Exception:  # noqa: BLE001 (a busy host or a restarting SuperLink: ask again)
-            info = {"status": "unknown"}
-        if str(info["status"]).startswith("finished"):
+            info = None
+        if info is not None:
             break
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s")

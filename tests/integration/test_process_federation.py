@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from apps.fjs import control_api
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import LocalFederation
 from tests.support.ports import free_ports
@@ -61,6 +62,11 @@ def test_two_rounds_with_three_nodes_train_a_model(federation):
         assert {name: model[name].shape for name in model.files} == SEED_SHAPES
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "aggregate_train: Received 3 results and 0 failures" in cli.logs(run_id)
+    # The in-process reads that polling loops use say what the `flwr` commands say.
+    assert cli.status(run_id) == info["status"]
+    assert cli.online_count() == len(cli.online_nodes()) == 3
+    log = control_api.run_log(cli.connection, cli.flwr_home, run_id)
+    assert "aggregate_train: Received 3 results and 0 failures" in log and log in cli.logs(run_id)
 
 
 def test_a_partition_id_out_of_range_is_one_error_line_in_the_reply(federation):

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 
+from apps.fjs import control_api
 from apps.fjs.flwr_cli import FlwrCli, FlwrError
 from apps.fjs.local_federation import LocalFederation, _stop
 
 
 def wait_for_log(cli: FlwrCli, run_id: int, text: str, timeout: float = 600, poll: float = 1.0) -> None:
-    """Until the run's log contains `text`; a failed `flwr log` (busy host, run just starting) is asked again."""
+    """Until the run's log contains `text`; a failed read (busy host, run just starting) is asked again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if text in cli.logs(run_id):
+            if text in control_api.run_log(cli.connection, cli.flwr_home, run_id):
                 return
-        except (FlwrError, subprocess.TimeoutExpired):
+        except control_api.ControlApiError:
             pass
         time.sleep(poll)
     raise FlwrError(f"run {run_id}: {text!r} not in its log after {timeout:.0f} s")
