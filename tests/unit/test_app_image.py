@@ -177,6 +177,9 @@ def test_fjs_ends_a_failed_run_with_the_missing_module_line(tmp_path, capsys):
         def run_info(self, run_id):
             return {"run-id": run_id, "status": "finished:failed"}
 
+        def status(self, run_id):
+            return "finished:failed"
+
         def logs(self, run_id):
             return f"ERROR :     ServerApp raised an exception\nTraceback ...\nModuleNotFoundError: {line}\nExit Code: 607\n"
 
