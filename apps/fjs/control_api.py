@@ -52,13 +52,13 @@ def _client(connection: str, flwr_home: Path | None) -> Iterator[ControlHttpClie
         client.close()
 
 
-def run_status(connection: str, flwr_home: Path | None, run_id: int) -> tuple[str, str]:
-    """(status, details) as `flwr ls` shows them: 'running', 'finished:completed', ..."""
+def run_status(connection: str, flwr_home: Path | None, run_id: int) -> str:
+    """The status as `flwr ls` shows it: 'running', 'finished:completed', ..."""
     with _client(connection, flwr_home) as client:
         reply = client.ListRuns(ListRunsRequest(run_id=run_id))
         [proto] = reply.run_dict.values()
     status = run_from_proto(proto).status
-    return (f"{status.status}:{status.sub_status}" if status.sub_status else status.status), status.details
+    return f"{status.status}:{status.sub_status}" if status.sub_status else status.status
 
 
 def node_statuses(connection: str, flwr_home: Path | None) -> list[str]:

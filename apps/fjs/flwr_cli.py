@@ -72,7 +72,7 @@ class FlwrCli:
 
     def status(self, run_id: int) -> str:
         """The run's status ('running', 'finished:completed', ...), read in this process: cheap enough to poll."""
-        return control_api.run_status(self.connection, self.flwr_home, run_id)[0]
+        return control_api.run_status(self.connection, self.flwr_home, run_id)
 
     def wait(self, run_id: int, timeout: float = 900, poll: float = 2.0) -> dict:
         """Block until the run is finished; returns its `flwr ls` entry (status 'finished:<outcome>')."""
