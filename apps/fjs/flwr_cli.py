@@ -89,15 +89,23 @@ class FlwrCli:
     def logs(self, run_id: int) -> str:
         return self._call("log", str(run_id), self.connection, "--show")
 
+    def log_so_far(self, run_id: int) -> str:
+        """The run's log up to now (`flwr log --show`'s text), read in this process: cheap enough to poll."""
+        return control_api.run_log(self.connection, self.flwr_home, run_id)
+
     def nodes(self) -> list[dict]:
         return self._json("supernode", "ls", self.connection)["nodes"]
 
     def online_nodes(self) -> list[dict]:
         return [node for node in self.nodes() if node.get("status") == "online"]
 
+    def node_statuses(self) -> list[str]:
+        """Every registered node's status ('online', 'offline', 'unregistered', ...), read in this process."""
+        return control_api.node_statuses(self.connection, self.flwr_home)
+
     def online_count(self) -> int:
         """How many SuperNodes are online, read in this process: cheap enough to poll."""
-        return control_api.node_statuses(self.connection, self.flwr_home).count("online")
+        return self.node_statuses().count("online")
 
     def wait_for_nodes(self, count: int, timeout: float = 120, exactly: bool = False) -> None:
         """Until `count` SuperNodes are online (at least, or `exactly` that many)."""

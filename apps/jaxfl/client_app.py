@@ -77,6 +77,9 @@ def _global_params(msg: Message) -> dict:
 
 
 def _reply_or_error(msg: Message, context: Context, work) -> Message:
+    # From the ServerApp creating the instruction to this handler: delivery, the node's poll and the
+    # ClientApp's start (two hosts' clocks compared, as Flower's own created_at is).
+    to_handler = max(0.0, time.time() - msg.metadata.created_at) if msg.metadata.created_at else None
     try:
         job = _prepare(msg, context)
         started = time.perf_counter()
@@ -94,6 +97,7 @@ def _reply_or_error(msg: Message, context: Context, work) -> Message:
             "data-s": job.data_seconds,
             "work-s": time.perf_counter() - started,
             "call-s": time.time() - psutil.Process().create_time(),
+            **({"to-handler-s": to_handler} if to_handler is not None else {}),
             "cpu-s": _cpu_seconds(),  # what the call cost on its own, however busy the host
             "compiled": ",".join(executables.compiled_here()),
             # Peak resident memory of this ClientApp process, and what it holds on its own (USS): a

@@ -243,20 +243,23 @@ CHANGES: tuple[Change, ...] = (
     ),
     Change(
         name="superlink_message_metrics",
-        summary=("no metrics: instructions out, replies in and their errors are seen nowhere (applied only with "
-                 "`FJS_METRICS_PORT`)"),
+        summary=("no metrics: instructions out, replies in, their bytes and errors are seen nowhere (applied only "
+                 "with `FJS_METRICS_PORT`)"),
         components=("superlink",),
         targets=(
             Target(f"{FLEET_HANDLERS}:pull_messages", parameters=("request",)),
             Target(f"{FLEET_HANDLERS}:push_messages", parameters=("request",)),
+            Target(f"{FLEET_HANDLERS}:pull_object", parameters=("request",)),
+            Target(f"{FLEET_HANDLERS}:push_object", parameters=("request",)),
             Target("flwr.server.superlink.fleet.grpc_rere.fleet_servicer:FleetServicer", kind="class",
-                   uses=("message_handler", "pull_messages", "push_messages")),
+                   uses=("message_handler", "pull_messages", "push_messages", "pull_object", "push_object")),
             Target("flwr.proto.fleet_pb2:PullMessagesResponse", kind="class"),
         ),
         defect="Flower exposes no metrics: an operator cannot see how many instructions went out, how many replies "
-               "came back or why some failed. Here, with FJS_METRICS_PORT set, the Fleet API's pull_messages and "
-               "push_messages are counted by message type and error cause (metrics_superlink.py); nothing else "
-               "changes.",
+               "came back, how many bytes they carried or why some failed. Here, with FJS_METRICS_PORT set, the Fleet "
+               "API's pull_messages and push_messages are counted by message type and error cause, and "
+               "pull_object/push_object bytes by the type of the message that holds them (metrics_superlink.py); "
+               "nothing else changes.",
         tests=("test_superlink_message_metrics_count_instructions_replies_and_errors",
                "test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node"),
         plain_tests=("test_plain_flower_counts_no_instruction_it_hands_out_and_no_reply_it_takes_in",),

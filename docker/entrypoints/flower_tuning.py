@@ -535,12 +535,15 @@ def _metrics_on() -> bool:
 
 
 def superlink_message_metrics() -> None:
-    """SuperLink: count the instructions its Fleet API hands out and the replies (and errors) it takes in."""
+    """SuperLink: count the instructions its Fleet API hands out and the replies (and errors) it takes in,
+    and the bytes of their content."""
     from flwr.server.superlink.fleet.message_handler import message_handler as fleet
-    from metrics_superlink import counted_pull, counted_push
+    from metrics_superlink import counted_pull, counted_pull_object, counted_push, counted_push_object
 
     fleet.pull_messages = counted_pull(fleet.pull_messages)
     fleet.push_messages = counted_push(fleet.push_messages)
+    fleet.pull_object = counted_pull_object(fleet.pull_object)
+    fleet.push_object = counted_push_object(fleet.push_object)
 
 
 def supernode_metrics() -> None:

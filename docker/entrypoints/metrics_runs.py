@@ -25,7 +25,8 @@ LABELS = {name: ("run",) for name in (f"{P}_round", f"{P}_rounds_planned", f"{P}
 LABELS.update({name: ("run", "stage") for name in (f"{P}_last_round_sent", f"{P}_last_round_results",
                                                    f"{P}_last_round_failures", f"{P}_results", f"{P}_failures",
                                                    f"{P}_loss", f"{P}_accuracy", f"{P}_clientapp_cpu_seconds",
-                                                   f"{P}_clientapp_peak_memory_bytes")})
+                                                   f"{P}_clientapp_peak_memory_bytes",
+                                                   f"{P}_message_to_handler_seconds")})
 
 
 def _families():
@@ -55,6 +56,10 @@ def _families():
                      "stage, summed over the nodes (as the App reports them: `cpu-s`)", labels=by_stage),
         "peak": gauge(f"{P}_clientapp_peak_memory_bytes", "The largest peak resident memory of a ClientApp call in the "
                       "last finished round's stage (as the App reports it: `peak-rss-mb`)", labels=by_stage),
+        "to_handler": gauge(f"{P}_message_to_handler_seconds", "The longest time in the last finished round's "
+                            "stage from the ServerApp creating an instruction to the ClientApp's handler starting on "
+                            "it: delivery, the node's poll and the ClientApp's start (as the App reports it: "
+                            "`to-handler-s`)", labels=by_stage),
         "accuracy": gauge(f"{P}_accuracy", "The App's aggregated accuracy after the last finished round (`*_acc`, "
                           "`*accuracy`)", labels=by_stage),
     }
@@ -125,6 +130,10 @@ class RunsCollector:
             if figures:
                 families["cpu"].add_metric(labels, sum(node["cpu-s"] for node in figures))
                 families["peak"].add_metric(labels, max(node.get("peak-rss-mb", 0) for node in figures) * 2**20)
+            waits = [node["to-handler-s"] for node in summary_of.get("nodes", [])
+                     if isinstance(node.get("to-handler-s"), (int, float))]
+            if waits:
+                families["to_handler"].add_metric(labels, max(waits))
             metrics = summary_of.get("metrics", {})
             if (loss := _metric(metrics, ("_loss", "loss"))) is not None:
                 families["loss"].add_metric(labels, loss)

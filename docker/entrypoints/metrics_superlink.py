@@ -1,16 +1,20 @@
 """The SuperLink's metrics: what its state says at scrape time, and the messages its Fleet API handles.
 
 Nodes and runs are read from the SQLite file Flower keeps (`--database`), read-only, when Prometheus
-scrapes: nothing is wrapped for them. Messages and errors are counted by the Flower change
+scrapes: nothing is wrapped for them. Messages, their bytes and errors are counted by the Flower change
 `superlink_message_metrics` (flower_tuning.py) as the Fleet API hands them out and takes replies in;
-state-store transaction time by `state_transactions_in_turn`. No label names a node or a message:
+state-store transaction time by `state_transactions_in_turn`. A message's content travels apart from it
+(Flower 1.39 pulls and pushes it as objects, by id), so its bytes are counted by the type of the message
+whose object tree named that id. No label names a node or a message:
 the series stay the same few at 10 or 1,000 nodes (a run label on the RUNS_KEPT newest runs only).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from contextlib import closing
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -23,6 +27,7 @@ LABELS = {
     f"{P}_nodes": ("status",), f"{P}_runs": ("status",), f"{P}_messages_stored": ("direction", "type"),
     f"{P}_run_sent_bytes": ("run",), f"{P}_run_received_bytes": ("run",),
     f"{P}_messages_sent": ("type",), f"{P}_messages_received": ("type",), f"{P}_message_errors": ("cause",),
+    f"{P}_message_sent_bytes": ("type",), f"{P}_message_received_bytes": ("type",),
 }
 _ERROR_CODES = {0: "unknown", 1: "load_client_app_exception", 2: "client_app_raised_exception",
                 3: "message_unavailable", 4: "reply_message_unavailable", 5: "node_unavailable",
@@ -34,6 +39,11 @@ MESSAGES_RECEIVED = Counter(f"{P}_messages_received", "Replies SuperNodes pushed
                             ["type"], registry=None)
 MESSAGE_ERRORS = Counter(f"{P}_message_errors", "Replies that carry an error, by Flower's error code; and Fleet "
                          "calls that failed in the SuperLink (cause `handler_<exception>`)", ["cause"], registry=None)
+SENT_BYTES = Counter(f"{P}_message_sent_bytes", "Bytes of message content SuperNodes pulled from the Fleet API, by "
+                     "the type of the instruction that holds them (`unknown`: an object of no message seen)", ["type"],
+                     registry=None)
+RECEIVED_BYTES = Counter(f"{P}_message_received_bytes", "Bytes of message content SuperNodes pushed to the Fleet "
+                         "API, by the type of the reply that holds them", ["type"], registry=None)
 TRANSACTIONS = Histogram(f"{P}_state_transaction_seconds", "Time a state-store transaction took, waiting for its "
                          "turn included", buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=None)
 
@@ -43,13 +53,45 @@ def message_type(value: str) -> str:
     return (value or "none").split(".", 1)[0][:32]
 
 
+class ObjectTypes:
+    """Object id -> the type of the message whose tree named it; the newest `size` ids only, so a SuperLink
+    that runs for months keeps a bounded map (an id pulled long after its message counts as `unknown`)."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._types: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def learn(self, tree, kind: str) -> None:
+        ids, pending = [], [tree]
+        while pending:
+            node = pending.pop()
+            ids.append(node.object_id)
+            pending.extend(node.children)
+        with self._lock:
+            for object_id in ids:
+                self._types[object_id] = kind
+                self._types.move_to_end(object_id)
+            while len(self._types) > self._size:
+                self._types.popitem(last=False)
+
+    def of(self, object_id: str) -> str:
+        with self._lock:
+            return self._types.get(object_id, "unknown")
+
+
+OBJECT_TYPES = ObjectTypes()
+
+
 def counted_pull(handler):
-    """Fleet `pull_messages`, counting the instructions it hands out."""
+    """Fleet `pull_messages`, counting the instructions it hands out (and learning their objects' ids)."""
 
     def pull_messages(request, *args, **kwargs):
         response = handler(request, *args, **kwargs)
-        for message in response.messages_list:
-            MESSAGES_SENT.labels(message_type(message.metadata.message_type)).inc()
+        for message, tree in zip(response.messages_list, response.message_object_trees):
+            kind = message_type(message.metadata.message_type)
+            MESSAGES_SENT.labels(kind).inc()
+            OBJECT_TYPES.learn(tree, kind)
         return response
 
     return pull_messages
@@ -64,13 +106,40 @@ def counted_push(handler):
         except Exception as err:
             MESSAGE_ERRORS.labels(f"handler_{type(err).__name__}"[:48]).inc()
             raise
-        for message in request.messages_list:
-            MESSAGES_RECEIVED.labels(message_type(message.metadata.message_type)).inc()
+        for index, message in enumerate(request.messages_list):
+            kind = message_type(message.metadata.message_type)
+            MESSAGES_RECEIVED.labels(kind).inc()
             if message.HasField("error"):
                 MESSAGE_ERRORS.labels(_ERROR_CODES.get(message.error.code, "other")).inc()
+            if index < len(request.message_object_trees):
+                OBJECT_TYPES.learn(request.message_object_trees[index], kind)
         return response
 
     return push_messages
+
+
+def counted_pull_object(handler):
+    """Fleet `pull_object`: the bytes of an instruction's content a node pulled."""
+
+    def pull_object(request, *args, **kwargs):
+        response = handler(request, *args, **kwargs)
+        if response.object_available:
+            SENT_BYTES.labels(OBJECT_TYPES.of(request.object_id)).inc(len(response.object_content))
+        return response
+
+    return pull_object
+
+
+def counted_push_object(handler):
+    """Fleet `push_object`: the bytes of a reply's content a node pushed (stored, not a repeat)."""
+
+    def push_object(request, *args, **kwargs):
+        response = handler(request, *args, **kwargs)
+        if response.stored:
+            RECEIVED_BYTES.labels(OBJECT_TYPES.of(request.object_id)).inc(len(request.object_content))
+        return response
+
+    return push_object
 
 
 def run_status(pending, starting, running, finished, sub_status) -> str:
@@ -144,7 +213,7 @@ class StateCollector:
 
 def registry(database: str | None = None, describe_only: bool = False) -> CollectorRegistry:
     made = CollectorRegistry(auto_describe=True)
-    for metric in (MESSAGES_SENT, MESSAGES_RECEIVED, MESSAGE_ERRORS, TRANSACTIONS):
+    for metric in (MESSAGES_SENT, MESSAGES_RECEIVED, MESSAGE_ERRORS, SENT_BYTES, RECEIVED_BYTES, TRANSACTIONS):
         made.register(metric)
     made.register(StateCollector(None if describe_only else database))
     return made

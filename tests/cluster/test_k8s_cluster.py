@@ -93,27 +93,27 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     timings["apply to 3 nodes connected"] = time.monotonic() - started
 
     # 3 replicas: 3 results per round, partitions 0..2 given by the SuperLink over the run's members.
-    first = _run(cli, rounds=2, nodes=3)
+    first = _run(cli, rounds=1, nodes=3)
     metrics = _metrics(cluster, tmp_path, first)
     assert metrics["num_partitions"] == 3
-    assert_round_counts(metrics, rounds=2, results=3)
+    assert_round_counts(metrics, rounds=1, results=3)
     assert all(_partition_ids(r) == [0, 1, 2] for r in metrics["rounds"])
     timings["round, 3 nodes"] = metrics["rounds"][-1]["wall_s"]
     # Every SuperNode and the SuperExec serve their metrics with the metrics-tls certificate (the certs Job's).
     node_metrics = _scrape(cluster, "supernode-0")
-    assert re.search(r'^fjs_supernode_clientapp_calls_total\{outcome="ok",type="train"\} 2\.0$', node_metrics, re.M), \
+    assert re.search(r'^fjs_supernode_clientapp_calls_total\{outcome="ok",type="train"\} 1\.0$', node_metrics, re.M), \
         node_metrics[-2000:]
     run_metrics_text = _scrape(cluster, cluster.pod("app.kubernetes.io/component=superexec"))
-    assert re.search(rf'^fjs_run_round\{{run="{first}"\}} 2\.0$', run_metrics_text, re.M), run_metrics_text[-2000:]
+    assert re.search(rf'^fjs_run_round\{{run="{first}"\}} 1\.0$', run_metrics_text, re.M), run_metrics_text[-2000:]
 
     # Scaled to 5: the next run splits the data 5 ways.
     cluster.kubectl("scale", "statefulset", "supernode", "--replicas=5")
     cluster.wait_for_activation(["supernode-3", "supernode-4"])
     cli.wait_for_nodes(5, timeout=600, exactly=True)
-    second = _run(cli, rounds=2, nodes=5)
+    second = _run(cli, rounds=1, nodes=5)
     metrics = _metrics(cluster, tmp_path, second)
     assert metrics["num_partitions"] == 5
-    assert_round_counts(metrics, rounds=2, results=5)
+    assert_round_counts(metrics, rounds=1, results=5)
     assert all(_partition_ids(r) == [0, 1, 2, 3, 4] for r in metrics["rounds"])
     timings["round, 5 nodes"] = metrics["rounds"][-1]["wall_s"]
     # Flower's convention too: each pod's node config for that run said partition-id k, num-partitions=5.

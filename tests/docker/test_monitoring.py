@@ -137,6 +137,15 @@ def test_monitoring_overlay_scrapes_every_component_and_alerts_on_a_lost_node(mo
     assert prometheus.value('sum(fjs_supernode_clientapp_calls_total{outcome="ok"})') == 4 * NODES
     assert prometheus.value("count(fjs_supernode_partition_id)") == NODES
     assert prometheus.value(f'fjs_run_clientapp_cpu_seconds{{{run}, stage="train"}}') > 0
+    # Bytes by message type: a train instruction and its reply each carry the model; an evaluate reply only
+    # its metrics. Every object the nodes moved belonged to a message the SuperLink had seen.
+    sent, received = ({kind: prometheus.value(f'sum(fjs_superlink_message_{way}_bytes_total{{type="{kind}"}})') or 0
+                       for kind in ("train", "evaluate", "unknown")} for way in ("sent", "received"))
+    assert sent["train"] > 0 and sent["evaluate"] > 0 and received["train"] > 10 * received["evaluate"] > 0, \
+        (sent, received)
+    assert sent["unknown"] == received["unknown"] == 0, (sent, received)
+    to_handler = prometheus.value(f'fjs_run_message_to_handler_seconds{{{run}, stage="train"}}')
+    assert to_handler is not None and 0 < to_handler < 600, to_handler
     assert not [a for a in prometheus.get("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
 
     # A node's endpoint is not reachable from another node: not on the fleet network (nothing listens

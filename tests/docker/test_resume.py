@@ -1,4 +1,4 @@
-"""A run survives losing its ServerApp: the SuperExec container's processes are killed during round 3 of 4
+"""A run survives losing its ServerApp: the SuperExec container's processes are killed during round 2 of 3
 (as a host losing power: nothing gets to say goodbye). The run is reported failed with Flower's reason, the
 container comes back by its restart policy, and a run started with `resume-from` trains the remaining
 rounds from the last checkpoint and ends where an uninterrupted run with the same seed ends."""
@@ -19,9 +19,10 @@ from tests.support.docker import inspect
 from tests.support.results import REPO, assert_round_counts, run_metrics
 from tests.support.runs import wait_for_log
 
-# Three runs of 4 rounds' worth (reference, killed, resumed) plus a minute for the failure to show, on 2 cores.
+# Three runs of 3 rounds' worth (reference, killed, resumed) plus a minute for the failure to show, on 2 cores.
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
-RUN = "num-server-rounds=4 min-nodes=3 fraction-train=1.0 fraction-evaluate=1.0"
+ROUNDS, KILLED_IN = 3, 2
+RUN = f"num-server-rounds={ROUNDS} min-nodes=3 fraction-train=1.0 fraction-evaluate=1.0"
 
 # Run inside the container: every process but its init (and this one) is frozen, then SIGKILLed, the
 # ServerApp first. Not `docker kill`: Docker marks a container it killed as stopped by hand, and no
@@ -76,10 +77,10 @@ def test_a_run_whose_superexec_was_killed_resumes_from_its_last_checkpoint(stack
     reference = cli.start_run(RUN)
     assert cli.wait(reference, timeout=1200)["status"] == "finished:completed", cli.logs(reference)[-3000:]
     expected = run_metrics(outputs, reference)
-    assert_round_counts(expected, rounds=4, results=3)
+    assert_round_counts(expected, rounds=ROUNDS, results=3)
 
     first = cli.start_run(RUN)
-    wait_for_log(cli, first, "[ROUND 3/4]", timeout=900)  # Flower's FedAvg.start, as round 3 begins
+    wait_for_log(cli, first, f"[ROUND {KILLED_IN}/{ROUNDS}]", timeout=900)  # Flower's FedAvg.start, as that round begins
     [superexec] = stack.service_containers("superexec")
     restarts = inspect(superexec)["RestartCount"]
     killed_commands = _kill_all_but_init(superexec)
@@ -93,7 +94,7 @@ def test_a_run_whose_superexec_was_killed_resumes_from_its_last_checkpoint(stack
 
     checkpoint = json.loads((outputs / f"run-{first}" / "checkpoint.json").read_text())
     done = checkpoint["round"]
-    assert done in (2, 3), f"killed in round 3, yet the last checkpoint is of round {done}"
+    assert done in (KILLED_IN - 1, KILLED_IN), f"killed in round {KILLED_IN}, yet the last checkpoint is of round {done}"
     interrupted = run_metrics(outputs, first)
     assert interrupted["rounds"] == checkpoint["rounds"], "metrics.json and the checkpoint agree on the rounds done"
     assert [r["round"] for r in interrupted["rounds"]] == list(range(1, done + 1))
@@ -104,19 +105,19 @@ def test_a_run_whose_superexec_was_killed_resumes_from_its_last_checkpoint(stack
     assert cli.wait(resumed, timeout=1200)["status"] == "finished:completed", cli.logs(resumed)[-3000:]
     resume_took = time.monotonic() - resumed_at
     log = cli.logs(resumed)
-    assert f"Resuming run {first} from round {done} of 4: rounds {done + 1}..4 follow" in log, log[-3000:]
-    assert f"Round {done + 1} of 4 (resumed: round 1 of this run)" in log
+    assert f"Resuming run {first} from round {done} of {ROUNDS}: rounds {done + 1}..{ROUNDS} follow" in log, log[-3000:]
+    assert f"Round {done + 1} of {ROUNDS} (resumed: round 1 of this run)" in log
 
     after = run_metrics(outputs, resumed)
     assert after["completed"] and after["resumed_from"]["run_id"] == first and after["resumed_from"]["round"] == done
     assert [(r["round"], r["run_id"]) for r in after["rounds"]] == (
-        [(n, first) for n in range(1, done + 1)] + [(n, resumed) for n in range(done + 1, 5)])
+        [(n, first) for n in range(1, done + 1)] + [(n, resumed) for n in range(done + 1, ROUNDS + 1)])
     assert after["rounds"][:done] == checkpoint["rounds"], "the earlier rounds as the killed run recorded them"
     trained = [r["round"] for r in interrupted["rounds"]]
     trained += [r["round"] for r in after["rounds"] if r["run_id"] == resumed]
-    assert trained == [1, 2, 3, 4], "every round trained exactly once across the two runs"
+    assert trained == list(range(1, ROUNDS + 1)), "every round trained exactly once across the two runs"
     assert_round_counts({"rounds": [dict(r, round=r["round"] - done) for r in after["rounds"][done:]]},
-                        rounds=4 - done, results=3)
+                        rounds=ROUNDS - done, results=3)
 
     accuracy = after["rounds"][-1]["evaluate"]["metrics"]["eval_acc"]
     yardstick = expected["rounds"][-1]["evaluate"]["metrics"]["eval_acc"]
@@ -127,9 +128,9 @@ def test_a_run_whose_superexec_was_killed_resumes_from_its_last_checkpoint(stack
     shutil.copyfile(plot, REPO / "reports" / "resumed-run.png")  # for docs/images/resumed-run.png
 
     fault_report.append({
-        "fault": "SuperExec container's processes killed (SIGKILL, ServerApp first) during round 3 of 4",
+        "fault": f"SuperExec container's processes killed (SIGKILL, ServerApp first) during round {KILLED_IN} of {ROUNDS}",
         "outcome": f"the run ended `finished:failed` (\"{info['status-details']}\") with rounds 1-{done} checkpointed; "
-                   f"the container restarted (restart: unless-stopped); `resume-from` trained rounds {done + 1}-4: "
+                   f"the container restarted (restart: unless-stopped); `resume-from` trained rounds {done + 1}-{ROUNDS}: "
                    f"final accuracy {accuracy:.3f}, uninterrupted {yardstick:.3f}",
         "recovery": f"failed in `flwr ls` {failed_after:.0f} s after the kill, SuperExec back in {back_after:.0f} s; "
                     f"resumed run done {resume_took:.0f} s after it was started",

@@ -14,7 +14,6 @@ import re
 import time
 from pathlib import Path
 
-from apps.fjs import control_api
 from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
 from tests.support.ports import free_ports
@@ -84,4 +83,4 @@ def test_runs_train_on_partitions_0_to_n_after_any_scale_sequence(stack_factory,
 
 
 def _registered_nodes(cli: FlwrCli) -> int:
-    return sum(1 for status in control_api.node_statuses(cli.connection, cli.flwr_home) if status != "unregistered")
+    return sum(1 for status in cli.node_statuses() if status != "unregistered")

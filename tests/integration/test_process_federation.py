@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.fjs import control_api
 from apps.fjs.flwr_cli import FlwrCli
 from apps.fjs.local_federation import LocalFederation
 from tests.support.ports import free_ports
@@ -65,7 +64,7 @@ def test_two_rounds_with_three_nodes_train_a_model(federation):
     # The in-process reads that polling loops use say what the `flwr` commands say.
     assert cli.status(run_id) == info["status"]
     assert cli.online_count() == len(cli.online_nodes()) == 3
-    log = control_api.run_log(cli.connection, cli.flwr_home, run_id)
+    log = cli.log_so_far(run_id)
     assert "aggregate_train: Received 3 results and 0 failures" in log and log in cli.logs(run_id)
 
 

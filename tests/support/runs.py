@@ -15,7 +15,7 @@ def wait_for_log(cli: FlwrCli, run_id: int, text: str, timeout: float = 600, pol
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if text in control_api.run_log(cli.connection, cli.flwr_home, run_id):
+            if text in cli.log_so_far(run_id):
                 return
         except control_api.ControlApiError:
             pass

@@ -48,6 +48,8 @@ ids = [state.create_node(NOOP_FLWR_AID, "acct", f"key-{i}".encode(), 30) for i i
 for node_id in ids[:2]:
     state.activate_node(node_id, 30)
 run_id = state.create_run(None, None, None, {}, NOOP_FEDERATION_ID, None, NOOP_FLWR_AID, "serverapp")
+[task_id] = [row["primary_task_id"] for row in state.query("SELECT primary_task_id FROM run")]
+assert state.claim_task(task_id) and state.activate_task(task_id)  # running: Flower serves content only then
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
 message = Message(RecordDict(), dst_node_id=ids[0], message_type="train")
 message.metadata.__dict__["_message_id"] = message.object_id
@@ -59,10 +61,16 @@ for object_id, part in get_all_nested_objects(message).items():
 state.store_message_ins(message)
 stored_before_pull = metrics_superlink.registry(db).get_sample_value(
     "fjs_superlink_messages_stored", {"direction": "ins", "type": "train"})
-fleet.pull_messages(PullMessagesRequest(node=Node(node_id=ids[0])), state, store)
+pulled = fleet.pull_messages(PullMessagesRequest(node=Node(node_id=ids[0])), state, store)
+from flwr.proto.message_pb2 import PullObjectRequest
+content_bytes = 0
+for object_id in get_all_nested_objects(message):  # as a node pulls the instruction's content, by id
+    got = fleet.pull_object(PullObjectRequest(node=Node(node_id=ids[0]), run_id=run_id, object_id=object_id), state)
+    content_bytes += len(got.object_content)
 made = metrics_superlink.registry(db)
 samples = {f"{s.name}{json.dumps(s.labels, sort_keys=True)}": s.value for f in made.collect() for s in f.samples}
-print(json.dumps({"samples": samples, "run_id": run_id, "stored_before_pull": stored_before_pull}))
+print(json.dumps({"samples": samples, "run_id": run_id, "stored_before_pull": stored_before_pull,
+                  "content_bytes": content_bytes}))
 """
 
 
@@ -84,6 +92,9 @@ def test_superlink_message_metrics_count_instructions_replies_and_errors(tmp_pat
     assert out["stored_before_pull"] == 1
     assert samples['fjs_superlink_run_sent_bytes_total{"run": "%d"}' % out["run_id"]] > 0  # Flower's traffic count
     assert samples['fjs_superlink_messages_sent_total{"type": "train"}'] == 1  # handed out by Flower's pull_messages
+    # Its content, pulled object by object, counted under the instruction's type.
+    assert out["content_bytes"] > 0
+    assert samples['fjs_superlink_message_sent_bytes_total{"type": "train"}'] == out["content_bytes"]
     # No label names a node: the series are the same at any number of nodes.
     assert not any("node" in json.loads(k[k.index("{"):]) for k in samples)
 
@@ -93,16 +104,38 @@ def test_superlink_message_metrics_count_instructions_replies_and_errors(tmp_pat
     from flwr.proto.fleet_pb2 import PushMessagesRequest, PushMessagesResponse
     from flwr.proto.message_pb2 import Message, Metadata
 
+    from flwr.proto.message_pb2 import PushObjectRequest, PushObjectResponse
+    from flwr.proto.message_pb2 import ObjectTree
+
     push = metrics_superlink.counted_push(lambda request, state: PushMessagesResponse())
+    push_object = metrics_superlink.counted_push_object(
+        lambda request, state: PushObjectResponse(stored=request.object_id != "repeat"))
     before = _samples(metrics_superlink.registry())
-    push(PushMessagesRequest(messages_list=[Message(metadata=Metadata(message_type="evaluate"))]), None)
+    tree = ObjectTree(object_id="reply", children=[ObjectTree(object_id="arrays")])
+    push(PushMessagesRequest(messages_list=[Message(metadata=Metadata(message_type="evaluate"))],
+                             message_object_trees=[tree]), None)
     push(PushMessagesRequest(messages_list=[Message(metadata=Metadata(message_type="train.custom"),
                                                     error=Error(code=8, reason="crashed"))]), None)
+    for object_id, size in (("arrays", 1000), ("reply", 24), ("repeat", 7), ("never-named", 5)):
+        push_object(PushObjectRequest(object_id=object_id, object_content=b"x" * size), None)
     after = _samples(metrics_superlink.registry())
     grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0) and "_total{" in k}
     assert grew == {'fjs_superlink_messages_received_total{"type": "evaluate"}': 1,
                     'fjs_superlink_messages_received_total{"type": "train"}': 1,
-                    'fjs_superlink_message_errors_total{"cause": "client_app_crashed"}': 1}
+                    'fjs_superlink_message_errors_total{"cause": "client_app_crashed"}': 1,
+                    # a repeat Flower did not store is not counted; an id of no message seen is `unknown`
+                    'fjs_superlink_message_received_bytes_total{"type": "evaluate"}': 1024,
+                    'fjs_superlink_message_received_bytes_total{"type": "unknown"}': 5}
+
+
+def test_the_object_type_map_stays_bounded():
+    import metrics_superlink
+    from flwr.proto.message_pb2 import ObjectTree
+
+    types = metrics_superlink.ObjectTypes(size=3)
+    for n in range(5):
+        types.learn(ObjectTree(object_id=f"m{n}"), "train")
+    assert [types.of(f"m{n}") for n in range(5)] == ["unknown", "unknown", "train", "train", "train"]
 
 
 @pytest.fixture
@@ -155,7 +188,7 @@ def test_run_metrics_come_from_what_the_app_writes_each_round(tmp_path):
     from apps.jaxfl.results import write_metrics
 
     def stage(results, failures, metrics):
-        nodes = [{"node_id": n, "cpu-s": 2.0, "peak-rss-mb": 100.0 + n} for n in range(results)]
+        nodes = [{"node_id": n, "cpu-s": 2.0, "peak-rss-mb": 100.0 + n, "to-handler-s": 0.5 + n} for n in range(results)]
         return {"sent": results + failures, "results": results, "failures": failures, "metrics": metrics,
                 "nodes": nodes}
 
@@ -175,6 +208,7 @@ def test_run_metrics_come_from_what_the_app_writes_each_round(tmp_path):
     assert samples['fjs_run_round_duration_seconds{"run": "11"}'] == 12.0
     assert samples['fjs_run_clientapp_cpu_seconds{"run": "11", "stage": "train"}'] == 8.0  # 4 calls x 2 s
     assert samples['fjs_run_clientapp_peak_memory_bytes{"run": "11", "stage": "train"}'] == 103 * 2**20
+    assert samples['fjs_run_message_to_handler_seconds{"run": "11", "stage": "train"}'] == 3.5  # the slowest node
     assert samples['fjs_run_round{"run": "12"}'] == 0 and samples['fjs_run_in_progress{"run": "12"}'] == 1
     write_metrics(tmp_path / "run-11", {"run_id": 11, "rounds": rounds, "completed": True})
     assert _samples(metrics_runs.registry(str(tmp_path)))['fjs_run_in_progress{"run": "11"}'] == 0

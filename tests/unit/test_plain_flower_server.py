@@ -88,14 +88,15 @@ def test_plain_flower_reports_database_is_locked_when_a_writer_loses_the_cpu_hol
 
 
 def test_plain_flower_counts_no_instruction_it_hands_out_and_no_reply_it_takes_in(tmp_path, in_a_serverapp):
-    """superlink_message_metrics. Flower's Fleet API hands a node its `train` instruction and takes in the
-    node's error reply (its ClientApp raised), and nothing counts either: the stack's SuperLink registry reads
-    the state file, but no message or error series moves without the change."""
+    """superlink_message_metrics. Flower's Fleet API hands a node its `train` instruction and its content, and
+    takes in the node's error reply (its ClientApp raised), and nothing counts any of it: the stack's SuperLink
+    registry reads the state file, but no message, byte or error series moves without the change."""
     import metrics_superlink
     from flwr.app import Error, Message, RecordDict
     from flwr.common.constant import NOOP_FLWR_AID, SUPERLINK_NODE_ID
     from flwr.common.serde import message_to_proto
     from flwr.proto.fleet_pb2 import PullMessagesRequest, PushMessagesRequest
+    from flwr.proto.message_pb2 import PullObjectRequest
     from flwr.proto.node_pb2 import Node
     from flwr.server.superlink.fleet.message_handler import message_handler as fleet
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
@@ -123,14 +124,18 @@ def test_plain_flower_counts_no_instruction_it_hands_out_and_no_reply_it_takes_i
     reply.metadata.__dict__["_message_id"] = reply.object_id
     pushed = fleet.push_messages(PushMessagesRequest(node=Node(node_id=node_id), messages_list=[
         message_to_proto(reply)], message_object_trees=[get_object_tree(reply)]), state)
+    content = [fleet.pull_object(PullObjectRequest(node=Node(node_id=node_id), run_id=run_id, object_id=object_id),
+                                 state).object_content for object_id in get_all_nested_objects(instruction)]
 
     after = _samples(metrics_superlink.registry(database))
     assert [m.metadata.message_type for m in pulled.messages_list] == ["train"], "the instruction went out"
     assert dict(pushed.results) == {reply.object_id: 0}, "and its error reply came in"
+    assert sum(map(len, content)) > 0, "and the node pulled the instruction's content"
     assert after["fjs_superlink_state_readable{}"] == 1 and after["fjs_superlink_nodes_online{}"] == 1
     moved = {key: value - before.get(key, 0) for key, value in after.items()
              if key.startswith(("fjs_superlink_messages_sent", "fjs_superlink_messages_received",
-                                "fjs_superlink_message_errors")) and value != before.get(key, 0)}
+                                "fjs_superlink_message_errors", "fjs_superlink_message_sent_bytes",
+                                "fjs_superlink_message_received_bytes")) and value != before.get(key, 0)}
     assert moved == {}, "plain Flower counts nothing the Fleet API handles"
 
 
