@@ -4,8 +4,8 @@ nodes that are up, with num-partitions N and no failure, for our App and for a F
 The sequence 4 -> 2 -> 3 -> 2 has the shape that broke before (5 -> 3 -> 6 -> 2, smaller for CI time): the
 step to 2 changes a setting (the Control API's host port), so compose recreates the SuperLink and every node
 and keeps whichever replicas it likes; the scale up numbers its new container after the highest in use. Each run starts as
-soon as `up` returns. Our App runs at every step, the Flower-convention App after the recreate and after
-the last scale down."""
+soon as `up` returns. Our App runs at every step, the Flower-convention App after the last scale down
+(the same identity path gives both Apps their partitions)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_runs_train_on_partitions_0_to_n_after_any_scale_sequence(stack_factory,
         write_connection(f"127.0.0.1:{stack.env['FJS_CONTROL_PORT']}", certs / "ca.crt", flwr_home=home)
         cli = FlwrCli(flwr_home=home)
         _our_app(cli, stack, nodes)
-        if step in (1, 3):  # after the recreate and after the scale down: the steps that broke it (CI time)
+        if step == 3:  # after the recreate and the scale down that broke it (once: its calls are slow, CI time)
             _flower_style_app(cli, stack, nodes)
         assert len(stack.service_containers("supernode")) == nodes
 
