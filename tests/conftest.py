@@ -9,6 +9,14 @@ import pytest
 from tests.support.results import REPO  # noqa: F401 (helpers live in tests/support: benchmarks run without pytest)
 
 
+def pytest_collection_modifyitems(items):
+    """Federations (marked slow: processes, containers, the cluster) run one after another on one xdist
+    worker, since two at once would starve each other of cores; the unit tests run beside them on the other."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("federations"))
+
+
 @pytest.fixture
 def serverapp_identity():
     """Flower sets the task's identity in a ServerApp process before the App runs; messages need it."""

@@ -124,7 +124,7 @@ def test_kubectl_apply_k8s_trains_scales_survives_pod_deletion_and_a_superlink_r
     # A SuperNode pod deleted during round 1: that round counts it and completes; the pod comes back
     # with the same key (so the same node id, and in a run the same partition).
     uid = cluster.kubectl("get", "pod", "supernode-4", "-o", "jsonpath={.metadata.uid}")
-    run_id = cli.start_run(f"num-server-rounds=2 min-nodes=4 {EVERY_NODE}")
+    run_id = cli.start_run(f"num-server-rounds=1 min-nodes=4 {EVERY_NODE}")
     wait_for_log(cli, run_id, "configure_train: Sampled 5 nodes", timeout=600)
     cluster.kubectl("delete", "pod", "supernode-4", "--wait=false")
     assert cli.wait(run_id, timeout=1200)["status"] == "finished:completed", cli.logs(run_id)[-3000:]

@@ -16,7 +16,7 @@ from apps.fjs.connection import write_connection
 from apps.fjs.flwr_cli import FlwrCli
 from tests.support.ports import free_ports
 from apps.fjs.site_bundle import BundleError, make_bundle
-from tests.support.results import assert_round_counts, run_metrics
+from tests.support.results import run_metrics
 from tests.support.runs import wait_for_log
 from tests.support.docker import inspect
 
@@ -67,13 +67,9 @@ def test_two_sites_join_through_the_published_address_and_survive_a_network_cut(
         write_connection(control, certs / "ca.crt", flwr_home=tmp_path / "home")
         cli = FlwrCli(flwr_home=tmp_path / "home")
         cli.wait_for_nodes(3, timeout=600)
-        run_id = cli.start_run(f"num-server-rounds=1 {EVERY_NODE}")
-        assert cli.wait(run_id, timeout=900)["status"] == "finished:completed", cli.logs(run_id)[-3000:]
-        metrics = run_metrics(Path(server.env["FJS_OUTPUTS_DIR"]), run_id)
-        assert_round_counts(metrics, rounds=1, results=3)
-        assert sorted(n["partition-id"] for n in metrics["rounds"][0]["train"]["nodes"]) == [0, 1, 2]
 
-        # Cut site B off during round 1 of a 2-round run, restore it after the round closed.
+        # Cut site B off during round 1 of a 2-round run, restore it after the round closed; round 2 has
+        # every site again, on partitions 0..2 of 3.
         [node_b] = sites[1].service_containers("supernode")
         network_b = next(iter(inspect(node_b)["NetworkSettings"]["Networks"]))
         run_id = cli.start_run(f"num-server-rounds=2 {EVERY_NODE}")
