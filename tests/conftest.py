@@ -9,12 +9,20 @@ import pytest
 from tests.support.results import REPO  # noqa: F401 (helpers live in tests/support: benchmarks run without pytest)
 
 
-def pytest_collection_modifyitems(items):
-    """Federations (marked slow: processes, containers, the cluster) run one after another on one xdist
-    worker, since two at once would starve each other of cores; the unit tests run beside them on the other."""
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("federations"))
+FEDERATIONS = ("tests/cluster/", "tests/docker/", "tests/integration/")  # real processes and containers
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With two xdist workers, the federations run one after another on one worker (two at once would
+    starve each other of cores, and timings must hold), while the unit tests run beside them on the other.
+    xdist's own `loadgroup` cannot group them under pytest 9 (it renames node ids)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FederationsInTurn(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "federations" if nodeid.startswith(FEDERATIONS) else nodeid
+
+    return FederationsInTurn(config, log)
 
 
 @pytest.fixture
