@@ -25,6 +25,17 @@ def pytest_xdist_make_scheduler(config, log):
     return FederationsInTurn(config, log)
 
 
+# The unit tests (about 5 min on one core) run beside the first federations, so those are the ones built to
+# train with every core busy; the Kubernetes cluster, whose heartbeats missed twice under that extra load
+# (CI of 484cf68 and of 11da95f), comes last, when the unit worker has long finished.
+BESIDE_THE_UNITS = ("tests/docker/test_load.py",)
+LAST = ("tests/cluster/",)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: (not item.nodeid.startswith(BESIDE_THE_UNITS), item.nodeid.startswith(LAST)))
+
+
 @pytest.fixture
 def serverapp_identity():
     """Flower sets the task's identity in a ServerApp process before the App runs; messages need it."""
