@@ -242,6 +242,29 @@ CHANGES: tuple[Change, ...] = (
         plain_tests=("test_plain_flower_runs_a_state_transaction_for_every_empty_poll",),
     ),
     Change(
+        name="idle_polls_wait_for_work",
+        summary="an idle node asks for work every poll interval, and new work waits for its next poll",
+        components=("superlink",),
+        targets=(
+            Target("flwr.server.superlink.fleet.grpc_rere.fleet_servicer:FleetServicer.PullMessages",
+                   parameters=("self", "request", "context"), exact=True),
+            *(Target(f"{state}.store_message_ins", parameters=("self", "message"), exact=True)
+              for state in LINKSTATES),
+            *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree",
+                                                                            "session_id"), exact=True)
+              for state in LINKSTATES),
+        ),
+        defect="Flower answers a node's poll at once, empty or not, so an idle node asks again every poll interval "
+               "(each ask a TLS call, node authentication and a look at the state) and an instruction stored "
+               "between two asks waits for the next. Here a poll that finds nothing waits on the SuperLink up to "
+               "20 s and looks again the moment an instruction is stored for its node; it ends without a look if "
+               "its call ends first (a node that died takes nothing), and at most 400 wait at once.",
+        tests=("test_an_idle_nodes_poll_waits_for_work_and_gets_it_the_moment_it_is_stored",
+               "test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message",
+               "test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls"),
+        plain_tests=("test_plain_flower_answers_an_idle_poll_at_once_and_new_work_waits_for_the_next_poll",),
+    ),
+    Change(
         name="superlink_message_metrics",
         summary=("no metrics: instructions out, replies in, their bytes and errors are seen nowhere (applied only "
                  "with `FJS_METRICS_PORT`)"),

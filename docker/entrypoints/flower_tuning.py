@@ -26,6 +26,9 @@ SuperLink
     has heard from it (Flower trusts heartbeat windows recorded by an earlier process: nodes that left
     while the SuperLink was being recreated stayed "online" for a minute and failed the next run), and
     each run's members and partitions are fixed when its first instruction is stored (run_members.py).
+  * empty_polls_skip_the_state, idle_polls_wait_for_work: a node's poll with nothing stored for it since
+    its last look is answered from memory; one that finds nothing waits up to 20 s on the SuperLink and
+    is answered the moment an instruction is stored for that node.
   * superlink_message_metrics (with FJS_METRICS_PORT only): the Fleet API's instructions out and replies in
     are counted for Prometheus (metrics_superlink.py); nodes and runs are read from the state at scrape time.
 SuperNode
@@ -117,6 +120,8 @@ CLAIM_WINDOW_SECONDS = 120
 OBJECT_PULL_CAP_SECONDS = 0.5  # from the SuperLink: each waiting pull is one cheap PullObject RPC
 LOCAL_OBJECT_PULL_CAP_SECONDS = 0.1  # ClientApp from its own SuperNode (in-memory store)
 REPLY_POLL_SECONDS = 0.1  # the node looking for a ClientApp's reply in its own memory
+POLL_HOLD_SECONDS = 20.0  # an idle node's poll waits this long for work on the SuperLink
+HELD_POLLS_MAX = 400  # polls waiting at once: each holds one of the Fleet server's 1,000 threads
 REFUSAL_PAUSE_SECONDS = 5.0  # between activations the SuperLink refused (Flower's backoff grows to 20 s)
 
 
@@ -448,6 +453,81 @@ def empty_polls_skip_the_state() -> None:
             return stored
 
         state_class.get_message_ins, state_class.store_message_ins = get_message_ins, store_message_ins
+        state_class.store_message_and_object_tree = store_message_and_object_tree
+
+
+class _Arrivals:
+    """Instructions stored per node, counted, with a wait for the next one (per-node conditions on one
+    lock: a store wakes only the polls of its own node, not all of them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stored: dict[int, int] = {}
+        self._conditions: dict[int, threading.Condition] = {}
+
+    def count(self, node_id: int) -> int:
+        with self._lock:
+            return self._stored.get(node_id, 0)
+
+    def arrived(self, node_id: int, new: int = 1) -> None:
+        with self._lock:
+            self._stored[node_id] = self._stored.get(node_id, 0) + new
+            if (condition := self._conditions.get(node_id)) is not None:
+                condition.notify_all()
+
+    def wait(self, node_id: int, seen: int, timeout: float, ended) -> bool:
+        """Until an instruction is stored for the node after `seen`, `ended()` or `timeout`: whether one was."""
+        with self._lock:
+            condition = self._conditions.setdefault(node_id, threading.Condition(self._lock))
+            condition.wait_for(lambda: self._stored.get(node_id, 0) != seen or ended(), timeout=timeout)
+            return self._stored.get(node_id, 0) != seen
+
+
+def idle_polls_wait_for_work(hold: float, most: int) -> None:
+    """SuperLink: a node's poll that finds nothing waits up to `hold` s and looks again the moment an
+    instruction is stored for that node: an idle node asks about once per `hold` s instead of once per
+    FJS_NODE_POLL_INTERVAL s, and new work reaches it at once instead of at its next poll.
+
+    A waiting poll ends early when its call does (the node died, its deadline passed): it then never
+    looks again, so it cannot take an instruction to a node that is gone. At most `most` polls wait at
+    once (each holds one of the Fleet server's threads, 1,000 in Flower); beyond that a poll is answered
+    at once, as in Flower. Heartbeats are separate calls and go on beside a waiting poll."""
+    from flwr.server.superlink.fleet.grpc_rere.fleet_servicer import FleetServicer
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+
+    arrivals, slots = _Arrivals(), threading.BoundedSemaphore(most)
+    pull = FleetServicer.PullMessages
+
+    def PullMessages(self, request, context, _pull=pull):  # noqa: N802 (gRPC's name)
+        node_id = request.node.node_id
+        seen = arrivals.count(node_id)  # before the look: a store during it ends the wait at once
+        response = _pull(self, request, context)
+        if response.messages_list or not node_id or not slots.acquire(blocking=False):
+            return response
+        try:
+            context.add_callback(lambda: arrivals.arrived(node_id, new=0))  # the call ended: wake the wait
+            stored = arrivals.wait(node_id, seen, hold, ended=lambda: not context.is_active())
+        finally:
+            slots.release()
+        return _pull(self, request, context) if stored and context.is_active() else response
+
+    FleetServicer.PullMessages = PullMessages
+    for state_class in (SqlLinkState, InMemoryLinkState):
+        store, store_with_tree = state_class.store_message_ins, state_class.store_message_and_object_tree
+
+        def store_message_ins(self, message, _store=store):
+            stored = _store(self, message)
+            arrivals.arrived(message.metadata.dst_node_id)  # after its commit: the woken look finds it
+            return stored
+
+        def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):
+            stored = _store(self, message, object_tree, session_id)
+            if not message.metadata.reply_to_message_id:
+                arrivals.arrived(message.metadata.dst_node_id)
+            return stored
+
+        state_class.store_message_ins = store_message_ins
         state_class.store_message_and_object_tree = store_message_and_object_tree
 
 
@@ -799,6 +879,7 @@ def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
         sys.exit(line)
     settings = {  # the arguments each change takes in this process (None: not applied here); others take none
         "run_members_decided_by_the_superlink": lambda: (database_argument(list(argv)),),
+        "idle_polls_wait_for_work": lambda: (POLL_HOLD_SECONDS, HELD_POLLS_MAX),
         "shorter_node_waits": lambda: (float(get("FJS_NODE_POLL_INTERVAL")),),
         "prompt_object_pulls": lambda: (
             LOCAL_OBJECT_PULL_CAP_SECONDS if component == "clientapp" else OBJECT_PULL_CAP_SECONDS,),

@@ -444,22 +444,9 @@ def test_a_refused_activation_is_asked_again_then_ends_the_node_with_one_line(tu
     assert "/keys/node-5.pub is not registered" in ended.code and "\n" not in ended.code
 
 
-# A real SuperLink state on a file, its Fleet API's own PullMessages handler, and a count of the state's
-# claim transactions (each empty poll of plain Flower is one). Prints what each step saw.
-POLLS = r"""
-import json, logging, sys
-sys.path.insert(0, sys.argv[1])
-logging.getLogger("flwr").setLevel(logging.CRITICAL)
-from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
-claims = []
-claim = SqlLinkState._claim_message_ins_rows
-def counted(self, *args, **kwargs):
-    claims.append(1)
-    return claim(self, *args, **kwargs)
-SqlLinkState._claim_message_ins_rows = counted
-if sys.argv[3] == "changed":
-    import flower_tuning
-    flower_tuning.empty_polls_skip_the_state()
+# A real SuperLink state on a file, two active nodes, a run, and `instruction(node, how)` storing one for a
+# node as the ServerApp's Runtime API ("runtime-api") or Flower's plain store ("store") does.
+LINK_STATE = r"""
 from flwr.server.superlink.linkstate import LinkStateFactory
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.supercore.object_store import ObjectStoreFactory
@@ -473,7 +460,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
 db = sys.argv[2]
 stores = ObjectStoreFactory(db)
-state, store = LinkStateFactory(db, NoOpFederationManager(), stores).state(), stores.store()
+states = LinkStateFactory(db, NoOpFederationManager(), stores)
+state, store = states.state(), stores.store()
 a, b = [state.create_node(NOOP_FLWR_AID, "acct", f"key-{i}".encode(), 30) for i in range(2)]
 for node_id in (a, b):
     state.activate_node(node_id, 30)
@@ -491,7 +479,24 @@ def instruction(node_id, how):
     for object_id, part in get_all_nested_objects(message).items():
         store.put(object_id, part.deflate())
     return message.metadata.message_id
+"""
 
+# That state, its Fleet API's own PullMessages handler, and a count of the state's claim transactions (each empty poll of plain Flower is one). Prints what each step saw.
+POLLS = r"""
+import json, logging, sys
+sys.path.insert(0, sys.argv[1])
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+claims = []
+claim = SqlLinkState._claim_message_ins_rows
+def counted(self, *args, **kwargs):
+    claims.append(1)
+    return claim(self, *args, **kwargs)
+SqlLinkState._claim_message_ins_rows = counted
+if sys.argv[3] == "changed":
+    import flower_tuning
+    flower_tuning.empty_polls_skip_the_state()
+""" + LINK_STATE + r"""
 def polls(node_id, count):
     before = len(claims)
     got = [m.metadata.message_id for _ in range(count)
@@ -531,6 +536,92 @@ def test_an_idle_nodes_polls_skip_the_state_and_a_stored_instruction_is_still_de
     stores = seen["after two stores"]
     assert stores["got"] == stores["sent"], "both delivered, one per poll, in order (limit 1: a full answer looks again)"
     assert stores["claims"] == 3, "two looks that found one each, one that found nothing"
+
+
+# That state behind Flower's own Fleet gRPC server (no TLS or node auth: the poll's path is what is shown),
+# polled by a gRPC client as a SuperNode polls it. Changed: empty polls skip the state too (as deployed), a
+# poll waits 2 s at most and one poll at a time. Prints each poll's seconds and what it got.
+HELD_POLLS = r"""
+import json, logging, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+if sys.argv[3] == "changed":
+    import flower_tuning
+    flower_tuning.empty_polls_skip_the_state()
+    flower_tuning.idle_polls_wait_for_work(2.0, 1)
+""" + LINK_STATE + r"""
+import grpc
+from flwr.proto.fleet_pb2_grpc import FleetStub
+from flwr.superlink.cli.flower_superlink import _run_fleet_api_grpc_rere
+server = _run_fleet_api_grpc_rere("127.0.0.1:0", states, stores, False, None)
+fleet_api = FleetStub(grpc.insecure_channel(f"127.0.0.1:{server.bound_address.rsplit(':', 1)[1]}"))
+
+def poll(node_id, deadline=None):
+    started = time.monotonic()
+    try:
+        got = [m.metadata.message_id for m in fleet_api.PullMessages(
+            PullMessagesRequest(node=Node(node_id=node_id)), timeout=deadline).messages_list]
+    except grpc.RpcError as err:
+        got = err.code().name
+    return {"s": round(time.monotonic() - started, 2), "got": got}
+
+def later(seconds, how):  # an instruction for node a, stored `seconds` from now
+    sent = []
+    timer = threading.Timer(seconds, lambda: sent.append(instruction(a, how)))
+    timer.start()
+    return timer, sent
+
+seen = {"idle": poll(a)}
+for how in ("runtime-api", "store"):
+    timer, sent = later(0.7, how)
+    seen[f"stored while polling ({how})"] = {**poll(a), "sent": sent}
+    timer.join()
+    seen[f"the next poll ({how})"] = poll(a)
+timer, sent = later(1.2, "runtime-api")  # after the first poll's call ended, within its wait
+seen["call ended"] = poll(a, deadline=0.8)
+timer.join()
+seen["after the ended call"] = {**poll(a), "sent": sent}
+both = {}
+threads = [threading.Thread(target=lambda n=n: both.update({n: poll(n)})) for n in (a, b)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+seen["two at once"] = sorted(both.values(), key=lambda p: p["s"])
+print(json.dumps(seen))
+server.stop(None)
+"""
+
+
+def _held_polls(tmp_path, mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", HELD_POLLS, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_plain_flower_answers_an_idle_poll_at_once_and_new_work_waits_for_the_next_poll(tmp_path):
+    seen = _held_polls(tmp_path, "plain")
+    assert seen["idle"]["got"] == [] and seen["idle"]["s"] < 0.5
+    for how in ("runtime-api", "store"):
+        polled = seen[f"stored while polling ({how})"]
+        assert polled["got"] == [] and polled["s"] < 0.5, "answered empty before the instruction was stored"
+        assert seen[f"the next poll ({how})"]["got"] == polled["sent"], "only the next poll delivers it"
+
+
+def test_an_idle_nodes_poll_waits_for_work_and_gets_it_the_moment_it_is_stored(tmp_path):
+    seen = _held_polls(tmp_path, "changed")
+    assert seen["idle"]["got"] == [] and 1.9 <= seen["idle"]["s"] < 4, "nothing came: answered after its 2 s wait"
+    for how in ("runtime-api", "store"):
+        polled = seen[f"stored while polling ({how})"]
+        assert polled["got"] == polled["sent"] and len(polled["sent"]) == 1, "the waiting poll delivers it"
+        assert 0.6 <= polled["s"] < 1.7, "at once, 0.7 s into the wait, not at its end"
+        assert seen[f"the next poll ({how})"]["got"] == [], "delivered once"
+    assert seen["call ended"]["got"] == "DEADLINE_EXCEEDED"
+    after = seen["after the ended call"]
+    assert after["got"] == after["sent"] and after["s"] < 0.5, "a poll whose call ended took nothing: still there"
+    first, second = seen["two at once"]
+    assert first["s"] < 0.5 and second["s"] >= 1.9, "one poll waits at a time: the other is answered at once"
 
 
 # A node receives an instruction, its session ends without a reply (a crash), and it is activated again
