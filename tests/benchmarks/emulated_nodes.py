@@ -29,6 +29,7 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, 
 from flwr.supercore.inflatable.inflatable_utils import pull_objects, push_object_contents_from_iterable
 from flwr.supercore.retry.grpc_retry import make_simple_grpc_retry_invoker
 
+OBJECT_PULL_CAP_SECONDS = 0.5  # the stack's SuperNodes' (flower_tuning.OBJECT_PULL_CAP_SECONDS)
 threading.stack_size(512 * 1024)  # a thousand threads per host: keep each stack small
 
 
@@ -66,7 +67,9 @@ class Node(threading.Thread):
 
     def _reply(self, message: Message, tree, send, pull, push, confirm) -> None:
         run_id = message.metadata.run_id
-        pull_objects([t.object_id for t in iterate_object_tree(tree)], pull_object_fn=partial(pull, run_id))
+        # As the stack's SuperNodes ask for objects not pushed yet (prompt_object_pulls), not Flower's 1 s backoff
+        pull_objects([t.object_id for t in iterate_object_tree(tree)], pull_object_fn=partial(pull, run_id),
+                     initial_backoff=0.05, backoff_cap=OBJECT_PULL_CAP_SECONDS)
         confirm(run_id, message.metadata.message_id)
         reply = Message(RecordDict({"metrics": MetricRecord({"ok": 1})}), reply_to=message)
         reply.metadata.__dict__["_message_id"] = reply.object_id  # what Flower's ClientApp runtime sets
