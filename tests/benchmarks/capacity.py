@@ -160,9 +160,9 @@ def main() -> None:
     rows = [r for r in json.loads(saved.read_text())["rows"] if r["nodes"] not in args.nodes] if args.keep else []
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory() as scratch:
-            rows.append(measure(nodes, Path(scratch), args.poll, args.rounds))
+            rows.append(row := measure(nodes, Path(scratch), args.poll, args.rounds))
         rows.sort(key=lambda r: r["nodes"])
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps(row), flush=True)
         report.save("capacity", {"commit": commit, "poll_s": args.poll, "rows": rows})  # a level's figures survive a later one
     columns = ["nodes", "register_s", "all_online_s", "idle_superlink_cpu_pct", "superlink_cpu_s_per_round",
                "reply_p50_s", "reply_p99_s", "superlink_peak_rss_mib", "errors"]
