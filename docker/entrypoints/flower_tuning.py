@@ -518,7 +518,9 @@ def idle_polls_wait_for_work(hold: float, most: int) -> None:
 
         def store_message_ins(self, message, _store=store):
             stored = _store(self, message)
-            arrivals.arrived(message.metadata.dst_node_id)  # after its commit: the woken look finds it
+            # Stored: a woken look finds it. Inside the Runtime API's larger transaction the look waits for its
+            # commit (transactions take turns), and the wrapper below wakes the node again after it.
+            arrivals.arrived(message.metadata.dst_node_id)
             return stored
 
         def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):

@@ -163,16 +163,25 @@ def main() -> None:
                         help="run our App a second time on the same stack (node caches warm: time to first round)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="compose setting, e.g. FJS_WARM_IDLE_SECONDS=10 (docs/performance.md)")
+    parser.add_argument("--changes-off", default="", metavar="NAME[,NAME]",
+                        help="FJS_FLOWER_CHANGES_OFF for the SuperLink, SuperNodes and SuperExec: run once with and once "
+                             "without a change to Flower to see what it pays")
     args = parser.parse_args()
     fractions = f"fraction-train={args.fraction_train} fraction-evaluate={args.fraction_train}"
     settings = dict(item.split("=", 1) for item in args.env)
     result: dict = {"nodes": args.nodes, "rounds": args.rounds, "fraction_train": args.fraction_train, "env": settings,
-                    "image_sizes_mb": image_sizes()}
+                    "changes_off": args.changes_off, "image_sizes_mb": image_sizes()}
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         dataset = build_offline(scratch / "mnist-offline.parquet")
-        stack = ComposeStack(project="fjs-bench", files=("compose.yaml", "compose.offline.yaml"), env={
+        files = ("compose.yaml", "compose.offline.yaml")
+        if args.changes_off:  # compose.yaml does not pass it on: an override file sets it per service (JSON is YAML)
+            off = {"environment": {"FJS_FLOWER_CHANGES_OFF": args.changes_off}}
+            (scratch / "changes-off.yaml").write_text(json.dumps({"services": dict.fromkeys(
+                ("superlink", "supernode", "superexec"), off)}))
+            files += (str(scratch / "changes-off.yaml"),)
+        stack = ComposeStack(project="fjs-bench", files=files, env={
             "FJS_NODE_VARIANT": "cpu", "FJS_CERTS_DIR": str(scratch / "certs"), "FJS_OUTPUTS_DIR": str(scratch / "outputs"),
             "FJS_DATASET_FILE": str(dataset), "FJS_CONTROL_PORT": str(free_ports(1)[0]),
             **settings,
@@ -232,7 +241,8 @@ def main() -> None:
         ratio = result["variants"]["ours"]["steady_round_s"] / result["variants"]["seed code path"]["steady_round_s"]
         result["ratio_ours_to_seed"] = ratio
         print(f"ratio ours / seed code path: {ratio:.2f} (goal <= 0.20)")
-    print(f"wrote {report.save(f'compose_{args.nodes}' + ('_bring_up' if args.bring_up_only else ''), result)}")
+    name = f"compose_{args.nodes}" + ("_bring_up" if args.bring_up_only else "")
+    print(f"wrote {report.save(name + (f'_without_{args.changes_off}' if args.changes_off else ''), result)}")
 
 
 if __name__ == "__main__":
