@@ -142,6 +142,12 @@ SUPERNODE_LOOP = "flwr.supernode.start_client_internal"
 LINKSTATES = ("flwr.server.superlink.linkstate.sql_linkstate:SqlLinkState",
               "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState")
 FLEET_HANDLERS = "flwr.server.superlink.fleet.message_handler.message_handler"
+# Where an instruction for a node is stored (Flower's own store, and the Runtime API's with its object tree)
+INSTRUCTION_STORES = (
+    *(Target(f"{state}.store_message_ins", parameters=("self", "message"), exact=True) for state in LINKSTATES),
+    *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree", "session_id"),
+             exact=True) for state in LINKSTATES),
+)
 PULL_DEFAULTS = ("initial_backoff", "backoff_cap", "max_tries_per_object")
 
 CHANGES: tuple[Change, ...] = (
@@ -228,11 +234,7 @@ CHANGES: tuple[Change, ...] = (
             Target(f"{FLEET_HANDLERS}:pull_messages", parameters=("request", "state"), uses=("get_message_ins",)),
             *(Target(f"{state}.get_message_ins", parameters=("self", "node_id", "limit", "run_id"), exact=True)
               for state in LINKSTATES),
-            *(Target(f"{state}.store_message_ins", parameters=("self", "message"), exact=True)
-              for state in LINKSTATES),
-            *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree",
-                                                                            "session_id"), exact=True)
-              for state in LINKSTATES),
+            *INSTRUCTION_STORES,
         ),
         defect="Every poll of every idle node is a state transaction (a claim UPDATE on SQLite under the "
                "process lock): the largest share of an idle SuperLink's CPU. Here a node with nothing stored "
@@ -248,11 +250,7 @@ CHANGES: tuple[Change, ...] = (
         targets=(
             Target("flwr.server.superlink.fleet.grpc_rere.fleet_servicer:FleetServicer.PullMessages",
                    parameters=("self", "request", "context"), exact=True),
-            *(Target(f"{state}.store_message_ins", parameters=("self", "message"), exact=True)
-              for state in LINKSTATES),
-            *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree",
-                                                                            "session_id"), exact=True)
-              for state in LINKSTATES),
+            *INSTRUCTION_STORES,
         ),
         defect="Flower answers a node's poll at once, empty or not, so an idle node asks again every poll interval "
                "(each ask a TLS call, node authentication and a look at the state) and an instruction stored "

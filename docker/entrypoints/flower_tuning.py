@@ -103,7 +103,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import flwr
@@ -413,6 +413,31 @@ def run_members_decided_by_the_superlink(database: str | None) -> None:
         state_class.get_nodes, state_class.store_message_ins = get_nodes, store_message_ins
 
 
+def _after_each_instruction_stored(then: Callable[[int], object]) -> None:
+    """SuperLink: `then(node_id)` each time an instruction for that node has been stored, by Flower's store,
+    and again once the Runtime API's larger transaction, which stores it inside, has committed: a look at the
+    state between the two could miss it."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+
+    for state_class in (SqlLinkState, InMemoryLinkState):
+        store, store_with_tree = state_class.store_message_ins, state_class.store_message_and_object_tree
+
+        def store_message_ins(self, message, _store=store):
+            stored = _store(self, message)
+            then(message.metadata.dst_node_id)
+            return stored
+
+        def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):
+            stored = _store(self, message, object_tree, session_id)
+            if not message.metadata.reply_to_message_id:
+                then(message.metadata.dst_node_id)
+            return stored
+
+        state_class.store_message_ins = store_message_ins
+        state_class.store_message_and_object_tree = store_message_and_object_tree
+
+
 def empty_polls_skip_the_state() -> None:
     """SuperLink: a node that asks for work while none was stored for it since its last look is answered
     from memory, without a state transaction (most polls: an idle node asks every FJS_NODE_POLL_INTERVAL s).
@@ -427,8 +452,7 @@ def empty_polls_skip_the_state() -> None:
     idle: set[int] = set()  # set.add/discard/in are atomic under the GIL: the Fleet API's threads share it
 
     for state_class in (SqlLinkState, InMemoryLinkState):
-        get, store = state_class.get_message_ins, state_class.store_message_ins
-        store_with_tree = state_class.store_message_and_object_tree
+        get = state_class.get_message_ins
 
         def get_message_ins(self, node_id, limit, *, run_id=None, _get=get):
             if run_id is None and node_id in idle:
@@ -439,21 +463,8 @@ def empty_polls_skip_the_state() -> None:
                 idle.discard(node_id)  # there may be more
             return found
 
-        def store_message_ins(self, message, _store=store):
-            stored = _store(self, message)
-            idle.discard(message.metadata.dst_node_id)
-            return stored
-
-        # The Runtime API stores an instruction inside this larger transaction: clear the mark again once
-        # it has committed, or a look between the two could miss it and mark the node idle.
-        def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):
-            stored = _store(self, message, object_tree, session_id)
-            if not message.metadata.reply_to_message_id:
-                idle.discard(message.metadata.dst_node_id)
-            return stored
-
-        state_class.get_message_ins, state_class.store_message_ins = get_message_ins, store_message_ins
-        state_class.store_message_and_object_tree = store_message_and_object_tree
+        state_class.get_message_ins = get_message_ins
+    _after_each_instruction_stored(idle.discard)
 
 
 class _Arrivals:
@@ -493,8 +504,6 @@ def idle_polls_wait_for_work(hold: float, most: int) -> None:
     once (each holds one of the Fleet server's threads, 1,000 in Flower); beyond that a poll is answered
     at once, as in Flower. Heartbeats are separate calls and go on beside a waiting poll."""
     from flwr.server.superlink.fleet.grpc_rere.fleet_servicer import FleetServicer
-    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
-    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
 
     arrivals, slots = _Arrivals(), threading.BoundedSemaphore(most)
     pull = FleetServicer.PullMessages
@@ -513,24 +522,7 @@ def idle_polls_wait_for_work(hold: float, most: int) -> None:
         return _pull(self, request, context) if stored and context.is_active() else response
 
     FleetServicer.PullMessages = PullMessages
-    for state_class in (SqlLinkState, InMemoryLinkState):
-        store, store_with_tree = state_class.store_message_ins, state_class.store_message_and_object_tree
-
-        def store_message_ins(self, message, _store=store):
-            stored = _store(self, message)
-            # Stored: a woken look finds it. Inside the Runtime API's larger transaction the look waits for its
-            # commit (transactions take turns), and the wrapper below wakes the node again after it.
-            arrivals.arrived(message.metadata.dst_node_id)
-            return stored
-
-        def store_message_and_object_tree(self, message, object_tree, session_id, _store=store_with_tree):
-            stored = _store(self, message, object_tree, session_id)
-            if not message.metadata.reply_to_message_id:
-                arrivals.arrived(message.metadata.dst_node_id)
-            return stored
-
-        state_class.store_message_ins = store_message_ins
-        state_class.store_message_and_object_tree = store_message_and_object_tree
+    _after_each_instruction_stored(arrivals.arrived)
 
 
 def calls_lost_to_a_restart_answered() -> None:

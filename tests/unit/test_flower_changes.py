@@ -514,11 +514,16 @@ print(json.dumps(seen))
 """
 
 
-def _polls(tmp_path, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", POLLS, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
+def _on_a_link_state(script: str, tmp_path, mode: str) -> dict:
+    """Run one of the scripts above on a state file in tmp_path, "plain" or "changed": the JSON it printed last."""
+    done = subprocess.run([sys.executable, "-c", script, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def _polls(tmp_path, mode: str) -> dict:
+    return _on_a_link_state(POLLS, tmp_path, mode)
 
 
 def test_plain_flower_runs_a_state_transaction_for_every_empty_poll(tmp_path):
@@ -594,10 +599,7 @@ server.stop(None)
 
 
 def _held_polls(tmp_path, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", HELD_POLLS, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    return _on_a_link_state(HELD_POLLS, tmp_path, mode)
 
 
 def test_plain_flower_answers_an_idle_poll_at_once_and_new_work_waits_for_the_next_poll(tmp_path):
@@ -666,10 +668,7 @@ print(json.dumps({"lost": [a.error.code for a in answers if a.metadata.reply_to_
 
 
 def _restart(tmp_path, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", RESTART, str(ENTRYPOINTS), str(tmp_path / "state.db"), mode],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    return _on_a_link_state(RESTART, tmp_path, mode)
 
 
 def test_plain_flower_never_answers_an_instruction_lost_to_a_quick_node_restart(tmp_path):
