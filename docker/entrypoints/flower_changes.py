@@ -139,6 +139,7 @@ def maps_server_app_command(value: object) -> str | None:
 
 # --- the registry: per component, in the order flower_tuning.py applies them ---
 SUPERNODE_LOOP = "flwr.supernode.start_client_internal"
+RUNTIME_HANDLERS = "flwr.superlink.servicer.runtime.runtime_handlers"
 LINKSTATES = ("flwr.server.superlink.linkstate.sql_linkstate:SqlLinkState",
               "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState")
 FLEET_HANDLERS = "flwr.server.superlink.fleet.message_handler.message_handler"
@@ -261,6 +262,48 @@ CHANGES: tuple[Change, ...] = (
                "test_ten_nodes_on_a_host_with_every_core_busy_lose_no_message",
                "test_supernodes_killed_at_random_mid_run_are_counted_and_no_round_stalls"),
         plain_tests=("test_plain_flower_answers_an_idle_poll_at_once_and_new_work_waits_for_the_next_poll",),
+    ),
+    Change(
+        name="task_looks_wait_for_a_task",
+        summary="an idle SuperExec asks the SuperLink for a task every poll interval, and a new run waits for its next ask",
+        components=("superlink",),
+        targets=(
+            Target(f"{RUNTIME_HANDLERS}:acquire_task", parameters=("request", "state"), exact=True,
+                   uses=("process_due_automations",)),
+            # The route looks the handler up on the module at each call, and the module is SuperLink's handlers.
+            Target("flwr.supercore.routers.runtime.router:acquire_task", uses=("acquire_task",)),
+            Target("flwr.superlink.main:_RUNTIME_HANDLERS", kind="value", holds=module_named(RUNTIME_HANDLERS)),
+            Target("flwr.superlink.servicer.control.control_handlers:AutomationStatus", kind="class"),
+            Target("flwr.superlink.servicer.control.control_handlers:now"),
+            *(Target(f"{state}.{name}") for state in LINKSTATES for name in ("create_run", "create_task")),
+            *(Target(f"{state}.list_automations", parameters=("statuses", "order_by", "limit"))
+              for state in LINKSTATES),
+        ),
+        defect="Flower answers a SuperExec's look for a task at once, so an idle SuperExec asks every "
+               "FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (the stack's 0.25 s: 240 HTTPS calls a minute, 1.7 CPU-s a "
+               "minute of an idle SuperLink) and a new run waits for its next ask. Here a look that finds no task "
+               "waits on the SuperLink up to 10 s (less if a scheduled automation comes due) and is answered, "
+               "still empty and without claiming, the moment a run or task is created; the SuperExec then asks "
+               "again at once. At most 8 looks wait at once.",
+        tests=("test_a_superexecs_look_for_a_task_waits_and_ends_the_moment_a_run_is_created",
+               "test_two_rounds_with_three_nodes_train_a_model"),
+        plain_tests=("test_plain_flower_answers_a_look_for_a_task_at_once_and_a_new_run_waits_for_the_next",),
+    ),
+    Change(
+        name="http_apis_tick_once_a_second",
+        summary="an idle SuperLink or SuperNode wakes ten times a second in its HTTP API's server",
+        components=("superlink", "supernode"),
+        targets=(
+            Target("uvicorn.server:asyncio", kind="module", holds=module_named("asyncio")),
+            Target("uvicorn.server:Server.main_loop", parameters=("self",), exact=True, uses=("asyncio", "sleep")),
+        ),
+        defect="Flower 1.39 serves its Runtime and Control APIs with uvicorn, whose main loop wakes every 0.1 s to "
+               "see whether it should stop: 0.1 CPU-s a minute per process, most of an idle SuperNode's CPU once "
+               "its polls wait. Here that loop wakes once a second (a stop takes effect up to 1 s later; the Date "
+               "header is renewed every 10 s). uvicorn is Flower's dependency, pinned with it.",
+        tests=("test_the_http_apis_server_wakes_once_a_second_and_still_stops",
+               "test_two_rounds_with_three_nodes_train_a_model"),
+        plain_tests=("test_plain_uvicorn_wakes_ten_times_a_second",),
     ),
     Change(
         name="superlink_message_metrics",
@@ -481,6 +524,21 @@ CHANGES: tuple[Change, ...] = (
         tests=("test_compose_federation_scales_from_three_to_five_nodes",
                "test_two_rounds_with_three_nodes_train_a_model"),
         plain_tests=("test_plain_flower_runs_the_serverapp_where_the_superexec_was_so_its_files_land_there",),
+    ),
+    Change(
+        name="superexec_asks_again_after_a_wait",
+        summary="the SuperExec sleeps its poll interval after every answer, a held one too",
+        components=("superexec",),
+        targets=(
+            Target("flwr.supercore.superexec.run_superexec:time", kind="module", holds=module_named("time")),
+            Target("flwr.supercore.superexec.run_superexec", kind="module", sleeps=1),
+        ),
+        defect="Flower's SuperExec sleeps its poll interval after each answer. After an answer the SuperLink held "
+               "until a run was created (task_looks_wait_for_a_task), that sleep would only delay the run: here "
+               "an answer that took 1 s or more is followed by the next look at once.",
+        tests=("test_the_superexec_sleeps_after_a_quick_answer_and_not_after_a_held_one",
+               "test_two_rounds_with_three_nodes_train_a_model"),
+        plain_tests=("test_plain_flower_answers_a_look_for_a_task_at_once_and_a_new_run_waits_for_the_next",),
     ),
     # ClientApp
     Change(

@@ -29,6 +29,11 @@ SuperLink
   * empty_polls_skip_the_state, idle_polls_wait_for_work: a node's poll with nothing stored for it since
     its last look is answered from memory; one that finds nothing waits up to 20 s on the SuperLink and
     is answered the moment an instruction is stored for that node.
+  * task_looks_wait_for_a_task: a SuperExec's look for a task that finds none waits up to 10 s on the
+    SuperLink and is answered the moment a run is created (Flower answers at once: an idle SuperExec
+    asked 240 times a minute, 1.7 CPU-s a minute of the SuperLink's HTTP API).
+  * http_apis_tick_once_a_second (SuperLink and SuperNode): their HTTP API's server wakes once a second,
+    not ten times, to see whether to stop (idle, that was most of an idle node process's CPU).
   * superlink_message_metrics (with FJS_METRICS_PORT only): the Fleet API's instructions out and replies in
     are counted for Prometheus (metrics_superlink.py); nodes and runs are read from the state at scrape time.
 SuperNode
@@ -38,7 +43,7 @@ SuperNode
     the node for a ClientApp task every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s, about 7 ms of CPU per
     look over the node's local TLS API (10 idle nodes at 0.25 s: 30% of a core). Here the node wakes
     its launcher through a pipe the moment it stores a message for a ClientApp, so the launcher
-    starts it at once and otherwise looks only every FJS_CLIENTAPP_POLL_INTERVAL s (Flower's 1 s).
+    starts it at once and otherwise looks only every FJS_CLIENTAPP_POLL_INTERVAL s (10; Flower: 1).
   * fleet_calls_retried_and_failures_replied: pulling or pushing a message's objects and confirming
     its receipt are retried for up to 30 s on UNAVAILABLE/INTERNAL/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED
     (Flower gives up at once on all but UNAVAILABLE and drops the message silently). A message that
@@ -82,6 +87,8 @@ SuperExec
     directory, a host folder or volume), so whatever
     an App writes there (Flower's examples save `final_model.npz` to their working directory) reaches
     the operator. Flower starts it in the SuperExec's own directory, read-only in our containers.
+  * superexec_asks_again_after_a_wait: after an answer the SuperLink held, the SuperExec looks again
+    without its poll interval's sleep, so a run created during the wait starts at once.
 ServerApp and ClientApp
   * missing_modules_named: an App that imports a package its image does not have fails with one line naming
     the module, the image and `fjs app-image` (which builds images with the App's dependencies), in the
@@ -94,6 +101,7 @@ ClientApp launcher
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
@@ -122,6 +130,10 @@ LOCAL_OBJECT_PULL_CAP_SECONDS = 0.1  # ClientApp from its own SuperNode (in-memo
 REPLY_POLL_SECONDS = 0.1  # the node looking for a ClientApp's reply in its own memory
 POLL_HOLD_SECONDS = 20.0  # an idle node's poll waits this long for work on the SuperLink
 HELD_POLLS_MAX = 400  # polls waiting at once: each holds one of the Fleet server's 1,000 threads
+TASK_LOOK_HOLD_SECONDS = 10.0  # a SuperExec's look for a task waits this long on the SuperLink (HTTP timeout: 30 s)
+HELD_TASK_LOOKS_MAX = 8  # looks waiting at once: each holds one of the HTTP API's 40 worker threads
+HTTP_API_TICK_SECONDS = 1.0  # uvicorn's main loop wakes this often (its own: 0.1 s) to see if it should stop
+WAITED_ANSWER_SECONDS = 1.0  # a SuperExec's answer this slow was held: it looks again without its sleep
 REFUSAL_PAUSE_SECONDS = 5.0  # between activations the SuperLink refused (Flower's backoff grows to 20 s)
 
 
@@ -525,6 +537,109 @@ def idle_polls_wait_for_work(hold: float, most: int) -> None:
     _after_each_instruction_stored(arrivals.arrived)
 
 
+def task_looks_wait_for_a_task(hold: float, most: int) -> None:
+    """SuperLink: a SuperExec's look for a task (AcquireTask) that finds none waits up to `hold` s and is
+    answered, still empty, the moment a run or task is created: the SuperExec asks again at once
+    (superexec_asks_again_after_a_wait) and claims it. Flower answers at once, so an idle SuperExec asks
+    every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (the stack's 0.25 s: 240 HTTPS calls a minute) and a new run
+    waits for its next look.
+
+    The wait never claims: a SuperExec that went away meanwhile leaves the task for the next one. It ends
+    sooner if a scheduled automation comes due (Flower dispatches those in this very call), and at most
+    `most` looks wait at once (each holds one of the HTTP API's worker threads). A task moved back to
+    pending because its claim lapsed is found at the next look, at most `hold` s later."""
+    from datetime import datetime
+
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.superlink.servicer.control.control_handlers import AutomationStatus, now
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    created, slots, key = _Arrivals(), threading.BoundedSemaphore(most), 0  # one key: any new task
+    acquire = runtime_handlers.acquire_task
+
+    def until_an_automation_is_due(state) -> float:
+        due = state.list_automations(statuses=[AutomationStatus.ACTIVE], order_by="next_run_at", limit=1)
+        if not due:
+            return hold
+        return min(hold, max(0.0, (datetime.fromisoformat(due[0].next_run_at) - now()).total_seconds()))
+
+    def acquire_task(request, state, _acquire=acquire):
+        seen = created.count(key)  # before the look: a task created during it ends the wait at once
+        response = _acquire(request, state)
+        if response.HasField("task") or not slots.acquire(blocking=False):
+            return response
+        try:
+            created.wait(key, seen, until_an_automation_is_due(state), ended=lambda: False)
+        finally:
+            slots.release()
+        return response
+
+    def announcing(make):
+        @functools.wraps(make)
+        def made(self, *args, **kwargs):
+            result = make(self, *args, **kwargs)
+            created.arrived(key)
+            return result
+        return made
+
+    runtime_handlers.acquire_task = acquire_task
+    for state_class in (SqlLinkState, InMemoryLinkState):
+        state_class.create_run = announcing(state_class.create_run)
+        state_class.create_task = announcing(state_class.create_task)
+
+
+class _TickSleeps:
+    """Stands in for the `asyncio` module inside uvicorn's server module: the sleep between the ticks of
+    its main loop (told apart by the code that calls it) lasts `tick` s; every other call is asyncio's own."""
+
+    def __init__(self, tick: float, loop_code: types.CodeType) -> None:
+        self._tick, self._loop_code = tick, loop_code
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    def sleep(self, delay: float, result=None):
+        if sys._getframe(1).f_code is self._loop_code:
+            delay = self._tick
+        return asyncio.sleep(delay, result)
+
+
+def http_apis_tick_once_a_second(tick: float) -> None:
+    """SuperLink and SuperNode: the HTTP API's server (uvicorn) wakes every `tick` s to check whether to
+    stop, not every 0.1 s: idle, each wake-up is most of what the process does (0.1 CPU-s a minute per
+    process). The cost: a stop takes effect up to `tick` s later, and the Date header is renewed every
+    10 ticks."""
+    import uvicorn.server
+
+    uvicorn.server.asyncio = _TickSleeps(tick, inspect.unwrap(uvicorn.server.Server.main_loop).__code__)
+
+
+class _SleepUnlessWaited:
+    """Stands in for the `time` module in the SuperExec's loop: it sleeps its poll interval only after a
+    quick answer. An answer that took `waited` s or more was held on the SuperLink until a task was created
+    (or its wait ran out), so the next look goes at once."""
+
+    def __init__(self, waited: float) -> None:
+        self._waited = waited
+        self._since = time.monotonic()
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        if time.monotonic() - self._since < self._waited:
+            time.sleep(seconds)
+        self._since = time.monotonic()
+
+
+def superexec_asks_again_after_a_wait(waited: float) -> None:
+    """SuperExec: after an answer the SuperLink held (task_looks_wait_for_a_task), look again at once."""
+    from flwr.supercore.superexec import run_superexec
+
+    run_superexec.time = _SleepUnlessWaited(waited)
+
+
 def calls_lost_to_a_restart_answered() -> None:
     """SuperLink: an instruction its node received in a session that ended (a crash, a killed pod) is
     answered with Flower's own `node_unavail` error once the node has been activated again. Flower answers
@@ -797,9 +912,10 @@ def clientapps_started_on_arrival() -> None:
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
-    def with_wake_pipe(kwargs: dict) -> dict:
+    def with_wake_pipe(kwargs: dict) -> dict:  # a woken launcher's own looks are only a fallback: seldom
         return {**kwargs, "pass_fds": (*kwargs.get("pass_fds", ()), read_end),
-                "env": {**(kwargs.get("env") or os.environ), LAUNCHER_WAKE_FD: str(read_end)}}
+                "env": {**(kwargs.get("env") or os.environ), LAUNCHER_WAKE_FD: str(read_end),
+                        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": get("FJS_CLIENTAPP_POLL_INTERVAL")}}
 
     store = InMemoryNodeState.store_message
 
@@ -808,7 +924,7 @@ def clientapps_started_on_arrival() -> None:
         if stored is not None and not message.metadata.reply_to_message_id:  # an instruction, not a reply
             try:
                 os.write(write_end, b"!")
-            except BlockingIOError:  # wake-ups already pending: one is enough
+            except BlockingIOError:  # 64 KiB of wake-ups pending: the launcher has plenty to look for
                 pass
         return stored
 
@@ -818,10 +934,13 @@ def clientapps_started_on_arrival() -> None:
 
 class _WakeableSleep:
     """Stands in for the `time` module in Flower's launcher loop: its sleep between looks for a task ends
-    early when the node writes to the pipe. If the node is gone (end of file), plain sleeps."""
+    early when the node writes to the pipe, and each byte the node wrote (one per instruction stored) is
+    one look without a sleep: a look claims one task, and two tasks can arrive within one sleep. If the
+    node is gone (end of file), plain sleeps."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._looks_owed = 0
 
     def __getattr__(self, name: str):
         return getattr(time, name)
@@ -829,11 +948,16 @@ class _WakeableSleep:
     def sleep(self, seconds: float) -> None:
         import select
 
-        if self._fd < 0:
+        if self._looks_owed:
+            self._looks_owed -= 1
+        elif self._fd < 0:
             time.sleep(seconds)
-        elif select.select([self._fd], [], [], seconds)[0] and not os.read(self._fd, 4096):
-            os.close(self._fd)
-            self._fd = -1
+        elif select.select([self._fd], [], [], seconds)[0]:
+            if woken := os.read(self._fd, 4096):
+                self._looks_owed = len(woken) - 1  # this return is the first look
+            else:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def launcher_woken_by_node(fd: int) -> None:
@@ -874,6 +998,9 @@ def apply_changes(component: str, argv: Sequence[str] = ()) -> None:
     settings = {  # the arguments each change takes in this process (None: not applied here); others take none
         "run_members_decided_by_the_superlink": lambda: (database_argument(list(argv)),),
         "idle_polls_wait_for_work": lambda: (POLL_HOLD_SECONDS, HELD_POLLS_MAX),
+        "task_looks_wait_for_a_task": lambda: (TASK_LOOK_HOLD_SECONDS, HELD_TASK_LOOKS_MAX),
+        "superexec_asks_again_after_a_wait": lambda: (WAITED_ANSWER_SECONDS,),
+        "http_apis_tick_once_a_second": lambda: (HTTP_API_TICK_SECONDS,),
         "shorter_node_waits": lambda: (float(get("FJS_NODE_POLL_INTERVAL")),),
         "prompt_object_pulls": lambda: (
             LOCAL_OBJECT_PULL_CAP_SECONDS if component == "clientapp" else OBJECT_PULL_CAP_SECONDS,),

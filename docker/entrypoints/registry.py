@@ -72,8 +72,9 @@ SETTINGS = {s.name: s for s in [
             ("supernode",)),
     Setting("FJS_NODE_POLL_INTERVAL", "1", "seconds an idle SuperNode waits before asking the SuperLink for work "
             "again (Flower: 3)", ("compose", "supernode")),
-    Setting("FJS_CLIENTAPP_POLL_INTERVAL", "1", "seconds a SuperNode's ClientApp launcher waits between looks for a "
-            "new task when its node has not woken it (Flower: 1, its only way)", ("compose", "supernode")),
+    Setting("FJS_CLIENTAPP_POLL_INTERVAL", "10", "seconds a SuperNode's ClientApp launcher waits between looks for a "
+            "new task when its node has not woken it: a fallback, since the node wakes it for each one (a launcher "
+            "its node cannot wake looks every 1 s, Flower's)", ("compose", "supernode")),
     Setting("FJS_WARM_CLIENTAPP", "1", "`0`: every ClientApp starts cold, as in plain Flower", ("compose", "supernode")),
     Setting("FJS_WARM_IDLE_SECONDS", "600", "how long a node's warm zygote stays without calls (~250 MB while it "
             "lives)", ("compose", "supernode")),
@@ -149,8 +150,9 @@ SETTINGS = {s.name: s for s in [
     Setting("SUPERLINK", "", "", ("supernode",), _INTERNAL, replaced_by="FJS_SUPERLINK"),
     Setting("CERTS_EXTRA_SANS", "", "", ("init",), _INTERNAL, replaced_by="FJS_PUBLIC_HOSTS"),
     # --- Flower's, JAX's and Hugging Face's own, as the stack sets them ---
-    Setting("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25", "Flower's task poll (default 1 s): a SuperNode's from "
-            "FJS_CLIENTAPP_POLL_INTERVAL, the SuperExec's this", ("supernode", "superexec"), _EXTERNAL),
+    Setting("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25", "Flower's task poll (default 1 s): the SuperExec's this, "
+            "after a quick answer (an answer the SuperLink held is followed by the next look at once); a SuperNode's "
+            "launcher's from FJS_CLIENTAPP_POLL_INTERVAL", ("supernode", "superexec"), _EXTERNAL),
     Setting("XLA_FLAGS", _XLA_FLAGS, "one XLA thread per node: as fast for this model, and nodes sharing a host "
             "don't oversubscribe it", ("supernode",), _EXTERNAL),
     Setting("XLA_PYTHON_CLIENT_PREALLOCATE", "", "`false` (GPU overlays): allocate on demand, so nodes share a GPU",

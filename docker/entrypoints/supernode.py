@@ -139,7 +139,8 @@ def main() -> None:
     print(f"supernode: key slot {node.slot} (from {node.source}); {partition}; node config: {config}{notes}",
           flush=True)
     # Flower's CLI through flower_tuning.py (shorter idle poll, retried Fleet calls, no silent loss).
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", get("FJS_CLIENTAPP_POLL_INTERVAL"))  # Flower's name
+    # Flower's 1 s for a launcher its node cannot wake; a woken one looks every FJS_CLIENTAPP_POLL_INTERVAL s.
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "1")
     export_default("XLA_FLAGS")  # one XLA thread per node (registry.py says why)
     argv = [  # -u: each of Flower's log lines reaches the container's log at once
         sys.executable, "-u", str(Path(__file__).with_name("flower_tuning.py")), "supernode",

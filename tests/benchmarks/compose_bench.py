@@ -195,11 +195,16 @@ def main() -> None:
                                 for step, at in sorted(result["bring_up"]["phases"].items(), key=lambda kv: kv[1])],
                                ["step", "s_after_up"]), flush=True)
             time.sleep(30)  # each node starts its ClientApp launcher (Flower's imports) once it is connected
+            containers_before = host_cpu.container_cpu(stack.project)
             with MemorySampler(stack.project) as idle, host_cpu.CpuRecorder(stack.project, every=30) as idle_cpu:
-                time.sleep(30)  # idle: connected, no run
+                time.sleep(60)  # idle: connected, no run (a minute: the nodes' health checks come every 30 s)
+            containers_after = host_cpu.container_cpu(stack.project)
             minutes = (idle_cpu.samples[-1][0] - idle_cpu.samples[0][0]) / 60
             result["idle_cpu_s_per_minute"] = {
                 name: round(value / minutes, 1) for name, value in idle_cpu.between(0, time.time()).items()}
+            result["idle_container_cpu_s_per_minute"] = {
+                name: round((containers_after[name] - containers_before.get(name, 0.0)) / minutes, 2)
+                for name in sorted(containers_after)}
             result["idle_memory"] = _by_service(idle.peaks)
             result["idle_cpu_percent_of_one_core"] = sum(idle.cpu) / max(1, len(idle.cpu))
             if not args.bring_up_only:
@@ -232,6 +237,10 @@ def main() -> None:
     if result.get("idle_cpu_s_per_minute"):
         print("idle CPU seconds per minute by part:",
               ", ".join(f"{k} {v:.1f}" for k, v in result["idle_cpu_s_per_minute"].items()))
+    if result.get("idle_container_cpu_s_per_minute"):
+        print("idle CPU seconds per minute by container (cgroups: health checks included):",
+              ", ".join(f"{k} {v:.2f}" for k, v in result["idle_container_cpu_s_per_minute"].items()),
+              f"; all {sum(result['idle_container_cpu_s_per_minute'].values()):.2f}")
     print("idle memory (MiB):", ", ".join(f"{s} max {m['max_mib']:.0f}" for s, m in result["idle_memory"].items()),
           f"; idle CPU, all containers: {result['idle_cpu_percent_of_one_core']:.0f}% of one core")
     for name, variant in result.get("variants", {}).items():

@@ -49,6 +49,25 @@ def snapshot(project: str) -> Counter:
     return totals
 
 
+def container_cpu(project: str) -> Counter:
+    """CPU seconds so far per compose service, from the kernel's own account of each container (cgroup v1
+    `cpuacct.usage` or v2 `cpu.stat`): everything that ran in it, health checks included. `snapshot` misses
+    those: a `docker exec` process is nobody's child inside the container, so no part reaps its time."""
+    totals: Counter = Counter()
+    for cid, service in _containers(project).items():
+        for path, scale in ((f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", 1e-9),
+                            (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", 1e-6),
+                            (f"/sys/fs/cgroup/docker/{cid}/cpu.stat", 1e-6)):
+            try:
+                text = Path(path).read_text()
+            except OSError:
+                continue
+            value = text.split()[1] if text.startswith("usage_usec") else text.split()[0]
+            totals[service] += int(value) * scale
+            break
+    return totals
+
+
 def _containers(project: str) -> dict[str, str]:
     """Full container id -> compose service name."""
     out = subprocess.run(

@@ -626,6 +626,73 @@ def test_an_idle_nodes_poll_waits_for_work_and_gets_it_the_moment_it_is_stored(t
     assert first["s"] < 0.5 and second["s"] >= 1.9, "one poll waits at a time: the other is answered at once"
 
 
+# The SuperLink's own AcquireTask handler (what its HTTP route calls for a SuperExec) on Flower's SQL state, and
+# runs created as the Control API's StartRun creates them. Changed: a look waits 2 s at most, one at a time.
+TASK_LOOKS = r"""
+import json, logging, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+logging.getLogger("flwr").setLevel(logging.CRITICAL)
+if sys.argv[3] == "changed":
+    import flower_tuning
+    flower_tuning.task_looks_wait_for_a_task(2.0, 1)
+from flwr.common.constant import NOOP_FLWR_AID
+from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.supercore.constant import NOOP_FEDERATION_ID, TaskType
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.superlink.servicer.runtime import runtime_handlers
+states = LinkStateFactory(sys.argv[2], NoOpFederationManager(), ObjectStoreFactory(sys.argv[2]))
+
+def look():
+    started = time.monotonic()
+    answer = runtime_handlers.acquire_task(AcquireTaskRequest(supported_task_types=[TaskType.SERVER_APP]),
+                                           states.state())
+    return {"s": round(time.monotonic() - started, 2), "task": answer.HasField("task")}
+
+def run_created_in(seconds):
+    timer = threading.Timer(seconds, lambda: states.state().create_run(
+        None, None, None, {}, NOOP_FEDERATION_ID, None, NOOP_FLWR_AID, TaskType.SERVER_APP))
+    timer.start()
+    return timer
+
+seen = {"idle": look()}
+timer = run_created_in(0.7)
+seen["a run created while looking"] = look()
+timer.join()
+seen["the next look"] = look()
+seen["once claimed"] = look()
+both = []
+threads = [threading.Thread(target=lambda: both.append(look())) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+seen["two at once"] = sorted(both, key=lambda found: found["s"])
+print(json.dumps(seen))
+"""
+
+
+def test_plain_flower_answers_a_look_for_a_task_at_once_and_a_new_run_waits_for_the_next(tmp_path):
+    seen = _on_a_link_state(TASK_LOOKS, tmp_path, "plain")
+    assert seen["idle"] == {"s": seen["idle"]["s"], "task": False} and seen["idle"]["s"] < 0.5
+    looked = seen["a run created while looking"]
+    assert not looked["task"] and looked["s"] < 0.5, "answered before the run was created"
+    assert seen["the next look"]["task"], "only the next look (the SuperExec's poll interval later) finds it"
+
+
+def test_a_superexecs_look_for_a_task_waits_and_ends_the_moment_a_run_is_created(tmp_path):
+    seen = _on_a_link_state(TASK_LOOKS, tmp_path, "changed")
+    assert not seen["idle"]["task"] and 1.9 <= seen["idle"]["s"] < 4, "nothing came: answered after its 2 s wait"
+    looked = seen["a run created while looking"]
+    assert not looked["task"], "the wait claims nothing: a SuperExec gone meanwhile leaves the task for the next"
+    assert 0.6 <= looked["s"] < 1.7, "answered the moment the run was created, 0.7 s in, not at the wait's end"
+    assert seen["the next look"]["task"] and seen["the next look"]["s"] < 0.5, "the next look claims it at once"
+    assert not seen["once claimed"]["task"], "claimed once"
+    first, second = seen["two at once"]
+    assert first["s"] < 0.5 and second["s"] >= 1.9, "one look waits at a time: the other is answered at once"
+
+
 # A node receives an instruction, its session ends without a reply (a crash), and it is activated again
 # (its key's restart) before the ServerApp asks for the reply: the ServerApp's look, on Flower's own state.
 RESTART = r"""

@@ -243,6 +243,92 @@ def test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone(tunin
     assert time.monotonic() - started >= 0.45, "then a plain sleep, not a busy loop"
 
 
+def test_the_launcher_looks_once_per_stored_instruction_though_two_arrive_within_one_sleep(tuning):
+    import os
+    import time
+
+    read_end, write_end = os.pipe()
+    sleep = tuning._WakeableSleep(read_end)
+    os.write(write_end, b"!!")  # two instructions stored while the launcher was looking
+    started = time.monotonic()
+    sleep.sleep(30)  # woken: the first look
+    sleep.sleep(30)  # owed: the second look, without a wait
+    assert time.monotonic() - started < 5, "one look per instruction: a look claims only one task"
+    started = time.monotonic()
+    sleep.sleep(0.5)
+    assert time.monotonic() - started >= 0.45, "nothing more owed: it sleeps again"
+
+
+def test_the_superexec_sleeps_after_a_quick_answer_and_not_after_a_held_one(tuning):
+    import time
+
+    sleep = tuning._SleepUnlessWaited(0.5)
+    started = time.monotonic()
+    sleep.sleep(0.3)  # the look before it took no time: a quick answer
+    assert time.monotonic() - started >= 0.25, "after a quick answer, Flower's poll interval"
+    time.sleep(0.6)  # a look the SuperLink held
+    started = time.monotonic()
+    sleep.sleep(5)
+    assert time.monotonic() - started < 0.2, "after a held answer, the next look goes at once"
+
+
+# uvicorn's own Server (as Flower's SuperLink and SuperNode run it) with a trivial app for 2 s, its ticks
+# counted, then told to stop: how long it took to return. Prints ticks, stop seconds and one answer's status.
+UVICORN_TICKS = r"""
+import json, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "changed":
+    import flower_tuning
+    flower_tuning.http_apis_tick_once_a_second(1.0)
+import httpx, uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off"))
+ticks = []
+tick = server.on_tick
+async def counted(counter):
+    ticks.append(counter)
+    return await tick(counter)
+server.on_tick = counted
+thread = threading.Thread(target=server.run)
+thread.start()
+while not server.started:
+    time.sleep(0.05)
+port = server.servers[0].sockets[0].getsockname()[1]
+status = httpx.get(f"http://127.0.0.1:{port}/").status_code
+before = len(ticks)
+time.sleep(2.0)
+counted_ticks = len(ticks) - before
+stopping = time.monotonic()
+server.should_exit = True
+thread.join()
+print(json.dumps({"ticks": counted_ticks, "stop_s": round(time.monotonic() - stopping, 2), "status": status}))
+"""
+
+
+def _uvicorn_ticks(mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", UVICORN_TICKS, str(ENTRYPOINTS), mode], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_plain_uvicorn_wakes_ten_times_a_second():
+    seen = _uvicorn_ticks("plain")
+    assert seen["ticks"] >= 12, f"2 s of an idle server: {seen['ticks']} wake-ups (0.1 s apart)"
+
+
+def test_the_http_apis_server_wakes_once_a_second_and_still_stops():
+    seen = _uvicorn_ticks("changed")
+    assert seen["status"] == 204, "it still answers"
+    assert 1 <= seen["ticks"] <= 3, f"2 s of an idle server: {seen['ticks']} wake-ups (1 s apart)"
+    assert seen["stop_s"] < 3, "told to stop, it stops within its tick (and uvicorn's own shutdown)"
+
+
 # Flower's real SQL LinkState and Fleet handlers on one database file, in two processes: the first
 # SuperLink hears three nodes come online; the second (recreated: same database, new process) hears
 # only two of them, whose containers still run, and then a run starts.
