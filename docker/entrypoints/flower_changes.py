@@ -149,6 +149,12 @@ INSTRUCTION_STORES = (
     *(Target(f"{state}.store_message_and_object_tree", parameters=("self", "message", "object_tree", "session_id"),
              exact=True) for state in LINKSTATES),
 )
+# The loop of `flower-superexec` (the SuperExec's and a node's ClientApp launcher): a stand-in for its `time`
+# replaces every sleep in the module, and its one sleep is the wait between looks for a task.
+SUPEREXEC_LOOP_SLEEP = (
+    Target("flwr.supercore.superexec.run_superexec:time", kind="module", holds=module_named("time")),
+    Target("flwr.supercore.superexec.run_superexec", kind="module", sleeps=1),
+)
 PULL_DEFAULTS = ("initial_backoff", "backoff_cap", "max_tries_per_object")
 
 CHANGES: tuple[Change, ...] = (
@@ -529,10 +535,7 @@ CHANGES: tuple[Change, ...] = (
         name="superexec_asks_again_after_a_wait",
         summary="the SuperExec sleeps its poll interval after every answer, a held one too",
         components=("superexec",),
-        targets=(
-            Target("flwr.supercore.superexec.run_superexec:time", kind="module", holds=module_named("time")),
-            Target("flwr.supercore.superexec.run_superexec", kind="module", sleeps=1),
-        ),
+        targets=SUPEREXEC_LOOP_SLEEP,
         defect="Flower's SuperExec sleeps its poll interval after each answer. After an answer the SuperLink held "
                "until a run was created (task_looks_wait_for_a_task), that sleep would only delay the run: here "
                "an answer that took 1 s or more is followed by the next look at once.",
@@ -575,11 +578,7 @@ CHANGES: tuple[Change, ...] = (
         name="launcher_woken_by_node",
         summary="the launcher sleeps its whole poll interval while a task waits",
         components=("clientapp-launcher",),
-        targets=(
-            Target("flwr.supercore.superexec.run_superexec:time", kind="module", holds=module_named("time")),
-            # Every sleep in this module becomes wakeable; its one sleep is the wait between looks for a task.
-            Target("flwr.supercore.superexec.run_superexec", kind="module", sleeps=1),
-        ),
+        targets=SUPEREXEC_LOOP_SLEEP,
         defect="The launcher sleeps its poll interval between looks for a ClientApp task. Here the sleep ends as "
                "soon as its node says a message arrived.",
         tests=("test_the_launcher_sleeps_until_woken_and_plainly_once_its_node_is_gone",
